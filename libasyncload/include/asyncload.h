@@ -1,0 +1,163 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * asyncload.h - the one public header of libasyncload.
+ *
+ * A loader process reads files with io_uring into a shared-memory region;
+ * worker processes (forked from the creator, or attached by a handle string)
+ * request files by path and get zero-copy access to the bytes.
+ *
+ * Conventions (as in liburing and sd-bus):
+ *   - every int return is 0 (or a count) on success and a negative errno on
+ *     failure; the library never prints and never sets errno;
+ *   - handles are opaque; constructors are *_new(&ret, ...); destructors take
+ *     NULL and return NULL.
+ */
+#ifndef ASYNCLOAD_H
+#define ASYNCLOAD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ASYNCLOAD_VERSION_MAJOR 0
+#define ASYNCLOAD_VERSION_MINOR 1
+
+/* Limits enforced by asyncload_loader_new() (-EINVAL beyond them). */
+#define ASYNCLOAD_MAX_WORKERS      1024u
+#define ASYNCLOAD_MAX_QUEUE_DEPTH  4096u
+#define ASYNCLOAD_MAX_ENTRIES      65536u         /* n_workers * queue_depth */
+#define ASYNCLOAD_MAX_FILE_SIZE    (1ull << 36)   /* 64 GiB per entry */
+#define ASYNCLOAD_PATH_MAX         4096u          /* including the NUL */
+#define ASYNCLOAD_HANDLE_MAX       128u           /* handle string, with NUL */
+
+/* length argument of asyncload_worker_request_range(): to the end of file */
+#define ASYNCLOAD_WHOLE_FILE UINT64_MAX
+
+typedef struct asyncload_loader asyncload_loader;
+typedef struct asyncload_worker asyncload_worker;
+typedef struct asyncload_entry  asyncload_entry;
+
+struct asyncload_options {
+	uint32_t queue_depth;   /* entries per worker = most requests a worker has in flight */
+	uint64_t max_file_size; /* largest file (or range) an entry holds; larger loads fail -EFBIG */
+	uint32_t n_workers;
+	uint32_t dispatch_n;    /* submit once this many requests are pending ...            */
+	uint32_t idle_iters;    /* ... or after this many polls bring nothing new (0: at once) */
+	bool     direct;        /* O_DIRECT: bypass the page cache (falls back where unsupported) */
+	const char *root;       /* NULL, or confine every load to this directory tree */
+};
+
+/* Fills *opts with the defaults: queue_depth 64, max_file_size 64 MiB,
+ * n_workers 1, dispatch_n 1, idle_iters 0, direct false, root NULL. */
+void asyncload_options_init(struct asyncload_options *opts);
+
+/* ---- loader ------------------------------------------------------------ */
+
+/* Creates the shared region (an unnamed memfd). Memory is committed only as
+ * data is loaded. -EINVAL for out-of-range options. */
+int  asyncload_loader_new(asyncload_loader **ret, const struct asyncload_options *opts);
+
+/* Attaches to an existing loader from a process that was not forked from its
+ * creator (spawn, forkserver, another program), by the string that
+ * asyncload_loader_handle() wrote. -ENOENT if no such loader exists any more,
+ * -EINVAL for a malformed handle. */
+int  asyncload_loader_attach(asyncload_loader **ret, const char *handle);
+
+/* Writes the NUL-terminated handle of this loader into buf (at most
+ * ASYNCLOAD_HANDLE_MAX bytes). Returns its length, or -ENOSPC. */
+int  asyncload_loader_handle(const asyncload_loader *l, char *buf, size_t len);
+
+/* Be the loader: runs the io_uring event loop in the calling thread and
+ * returns 0 after shutdown (or a negative errno if it could not start).
+ * -EBUSY if a loader already runs for this region. */
+int  asyncload_loader_run(asyncload_loader *l);
+
+/* Forks a loader process and returns once it serves requests (or with the
+ * error that stopped it from starting). The child ignores SIGINT, shuts down
+ * cleanly on SIGTERM, and exits by itself when the process that spawned it
+ * dies. */
+int  asyncload_loader_spawn(asyncload_loader *l, pid_t *pid);
+
+/* Asks the loader to stop, from any attached process; does not wait.
+ * Requests already being read complete normally; requests not yet started
+ * complete with -ESHUTDOWN. */
+int  asyncload_loader_shutdown(asyncload_loader *l);
+
+/* 0 while a loader serves this region, -EAGAIN before one has started,
+ * -ESHUTDOWN once it stopped or died (or the error that kept it from
+ * starting). */
+int  asyncload_loader_status(asyncload_loader *l);
+
+/* Unmaps the region. In the process that spawned the loader, it also shuts
+ * the loader down and reaps it (SIGKILL after 5 s). */
+asyncload_loader *asyncload_loader_free(asyncload_loader *l);
+
+/* The options the region was created with (root is not kept: NULL). */
+int  asyncload_loader_get_options(const asyncload_loader *l, struct asyncload_options *opts);
+
+/* ---- worker ------------------------------------------------------------ */
+
+/* Claims worker slot `id` for the calling process. -EINVAL for id out of
+ * range; -EBUSY if another live process holds it. A slot whose holder died is
+ * taken over: the entries it held are reclaimed. A worker handle belongs to
+ * the process that got it and is safe to use from several of its threads. */
+int  asyncload_worker_get(asyncload_loader *l, uint32_t id, asyncload_worker **ret);
+
+/* Gives the slot back (entries still held stay valid until the loader is
+ * freed, but cannot be released any more). */
+asyncload_worker *asyncload_worker_free(asyncload_worker *w);
+
+/* Queues a load of the whole file. Relative paths are resolved against the
+ * caller's working directory at request time (against `root` when the loader
+ * is confined). Returns 0, or at once: -EAGAIN no free entry (release one),
+ * -EINVAL empty path, -ENAMETOOLONG too long, -ESHUTDOWN loader stopped. */
+int  asyncload_worker_request(asyncload_worker *w, const char *path);
+
+/* Queues a load of `length` bytes at `offset` (ASYNCLOAD_WHOLE_FILE: to the
+ * end). Past the end of file the entry holds the bytes that exist; a length
+ * above max_file_size completes with -EFBIG. */
+int  asyncload_worker_request_range(asyncload_worker *w, const char *path,
+                                    uint64_t offset, uint64_t length);
+
+/* A completed entry, or -EAGAIN if none is ready, or -ESHUTDOWN once the
+ * loader stopped or died and nothing is left to return. */
+int  asyncload_worker_try_get(asyncload_worker *w, asyncload_entry **ret);
+
+/* Sleeps (futex, no spinning) until an entry completes. timeout_ms < 0 waits
+ * forever. -ETIMEDOUT, -EINTR (a signal arrived: check it and call again),
+ * -ESHUTDOWN (loader stopped or died; noticed within 100 ms). */
+int  asyncload_worker_wait_get(asyncload_worker *w, asyncload_entry **ret, int timeout_ms);
+
+/* Requests queued or being read (not yet returned by *_get). */
+uint32_t asyncload_worker_in_flight(const asyncload_worker *w);
+
+/* ---- entry ------------------------------------------------------------- */
+
+/* asyncload_entry_error() of a load: 0, or
+ *   -ENOENT missing, -EISDIR a directory, -EINVAL not a regular file (FIFO,
+ *   socket, device: never opened, never blocks), -EFBIG larger than
+ *   max_file_size, -ELOOP symlink loop, -EACCES permission, -EXDEV the path
+ *   escapes `root`, -ESHUTDOWN the loader stopped before reading it, or any
+ *   other -errno from opening or reading the file. */
+
+const char *asyncload_entry_path(const asyncload_entry *e);   /* as requested */
+const void *asyncload_entry_data(const asyncload_entry *e);
+uint64_t    asyncload_entry_size(const asyncload_entry *e);   /* exact bytes, no padding */
+uint64_t    asyncload_entry_offset(const asyncload_entry *e); /* 0 for whole files */
+int         asyncload_entry_error(const asyncload_entry *e);  /* 0, or -errno of this load */
+/* Hands the entry back for reuse; its data must not be touched afterwards. */
+void        asyncload_entry_release(asyncload_entry *e);
+
+/* Message for a negative errno returned by this library. */
+const char *asyncload_strerror(int err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ASYNCLOAD_H */
