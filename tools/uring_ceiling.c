@@ -1,0 +1,207 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * uring_ceiling.c - the speed limit asyncload is measured against.
+ *
+ * Reads every file named in a list (one path per line, from a file or stdin) with io_uring and
+ * nothing else: no IPC, no Python, no copies. Each file is one linked chain
+ *     openat (into a direct descriptor) -> read (whole file, one buffer) -> close
+ * and up to -d chains are in flight. Prints {"files", "bytes", "seconds", ...} as JSON on stdout.
+ *
+ *   cc -O2 -o uring_ceiling tools/uring_ceiling.c -luring
+ *   ./uring_ceiling -d 64 list.txt
+ *
+ * Depth 1 is kept on purpose: when every page is cached the ops complete inline at submit time,
+ * and a single chain in flight avoids all io-wq and completion batching overhead.
+ * bench.py builds this itself, so it does not depend on the project's build.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { OP_OPEN, OP_READ, OP_CLOSE };
+
+struct slot {
+	void   *buf;
+	int     left;      /* CQEs of this chain still to come */
+	int     open_res;
+	size_t  path;      /* index into the list, for error messages */
+};
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void die(const char *what, int err)
+{
+	fprintf(stderr, "uring_ceiling: %s: %s\n", what, strerror(err < 0 ? -err : err));
+	exit(2);
+}
+
+/* The whole list is read into memory before the clock starts: parsing is not I/O. */
+static char **read_list(FILE *f, size_t *n)
+{
+	size_t cap = 1024, len = 0;
+	char **v = malloc(cap * sizeof(*v));
+	char *line = NULL;
+	size_t lcap = 0;
+	ssize_t r;
+
+	while ((r = getline(&line, &lcap, f)) >= 0) {
+		while (r > 0 && (line[r - 1] == '\n' || line[r - 1] == '\r'))
+			line[--r] = 0;
+		if (!r)
+			continue;
+		if (len == cap)
+			v = realloc(v, (cap *= 2) * sizeof(*v));
+		v[len++] = strdup(line);
+	}
+	free(line);
+	*n = len;
+	return v;
+}
+
+static void usage(void)
+{
+	fprintf(stderr,
+		"usage: uring_ceiling [-d depth] [-m max_file_bytes] [-D] [-q] [LIST|-]\n"
+		"  -d N  chains in flight (default 64; 1 is best when everything is cached)\n"
+		"  -m N  largest file expected, bytes (default 64 MiB; a file that fills it is an error)\n"
+		"  -D    O_DIRECT (bypass the page cache; the kernel pins the whole -m buffer per read,\n"
+		"        so set -m just above the largest file)\n"
+		"  -q    no per-file error lines\n");
+	exit(2);
+}
+
+int main(int argc, char **argv)
+{
+	unsigned depth = 64;
+	size_t max_size = 64u << 20;
+	int direct = 0, quiet = 0, opt;
+	unsigned shown = 0;   /* a wrong list should not flood the terminal: show the first 10 */
+
+	while ((opt = getopt(argc, argv, "d:m:Dqh")) != -1) {
+		switch (opt) {
+		case 'd': depth = strtoul(optarg, NULL, 0); break;
+		case 'm': max_size = strtoull(optarg, NULL, 0); break;
+		case 'D': direct = 1; break;
+		case 'q': quiet = 1; break;
+		default: usage();
+		}
+	}
+	if (!depth || depth > 4096 || max_size < 4096 || argc - optind > 1)
+		usage();
+	/* O_DIRECT wants the read length aligned too; a page multiple satisfies every fs */
+	max_size = (max_size + 4095) & ~(size_t)4095;
+
+	FILE *lf = stdin;
+	if (optind < argc && strcmp(argv[optind], "-")) {
+		lf = fopen(argv[optind], "r");
+		if (!lf)
+			die(argv[optind], errno);
+	}
+	size_t n;
+	char **paths = read_list(lf, &n);
+
+	struct io_uring ring;
+	/* three SQEs per chain; the CQ is sized by the kernel at twice the SQ */
+	int ret = io_uring_queue_init(depth * 3, &ring, 0);
+	if (ret < 0)
+		die("io_uring_queue_init", ret);
+	ret = io_uring_register_files_sparse(&ring, depth);
+	if (ret < 0)
+		die("io_uring_register_files_sparse", ret);
+
+	/* one buffer per slot, reserved but not committed: only pages a read lands on count */
+	struct slot *slots = calloc(depth, sizeof(*slots));
+	unsigned *free_slots = malloc(depth * sizeof(*free_slots));
+	for (unsigned i = 0; i < depth; i++) {
+		slots[i].buf = mmap(NULL, max_size, PROT_READ | PROT_WRITE,
+				    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (slots[i].buf == MAP_FAILED)
+			die("mmap", errno);
+		free_slots[i] = depth - 1 - i;
+	}
+	unsigned n_free = depth;
+
+	size_t next = 0, done = 0, errors = 0;
+	uint64_t bytes = 0;
+	/* no O_CLOEXEC: a direct descriptor is not in the fd table, and the kernel rejects it */
+	int oflags = O_RDONLY | (direct ? O_DIRECT : 0);
+	double t0 = now();
+
+	while (done < n) {
+		while (next < n && n_free) {
+			unsigned s = free_slots[--n_free];
+			struct slot *sl = &slots[s];
+			struct io_uring_sqe *sqe;
+
+			sl->left = 3;
+			sl->open_res = 0;
+			sl->path = next;
+			sqe = io_uring_get_sqe(&ring);
+			io_uring_prep_openat_direct(sqe, AT_FDCWD, paths[next], oflags, 0, s);
+			sqe->flags |= IOSQE_IO_LINK;
+			io_uring_sqe_set_data64(sqe, (uint64_t)s << 2 | OP_OPEN);
+			sqe = io_uring_get_sqe(&ring);
+			io_uring_prep_read(sqe, s, sl->buf, max_size, 0);
+			sqe->flags |= IOSQE_FIXED_FILE | IOSQE_IO_LINK;
+			io_uring_sqe_set_data64(sqe, (uint64_t)s << 2 | OP_READ);
+			sqe = io_uring_get_sqe(&ring);
+			io_uring_prep_close_direct(sqe, s);
+			io_uring_sqe_set_data64(sqe, (uint64_t)s << 2 | OP_CLOSE);
+			next++;
+		}
+		ret = io_uring_submit_and_wait(&ring, 1);
+		if (ret < 0 && ret != -EINTR)
+			die("io_uring_submit_and_wait", ret);
+
+		struct io_uring_cqe *cqe;
+		unsigned head, seen = 0;
+		io_uring_for_each_cqe(&ring, head, cqe) {
+			unsigned s = cqe->user_data >> 2, op = cqe->user_data & 3;
+			struct slot *sl = &slots[s];
+			seen++;
+			if (op == OP_OPEN) {
+				sl->open_res = cqe->res;
+				if (cqe->res < 0 && !quiet && shown++ < 10)
+					fprintf(stderr, "uring_ceiling: open %s: %s\n",
+						paths[sl->path], strerror(-cqe->res));
+			} else if (op == OP_READ) {
+				if (cqe->res >= 0 && (size_t)cqe->res < max_size) {
+					bytes += cqe->res;
+				} else if (sl->open_res >= 0) {
+					errors++;
+					if (!quiet && shown++ < 10)
+						fprintf(stderr, "uring_ceiling: read %s: %s\n",
+							paths[sl->path],
+							cqe->res < 0 ? strerror(-cqe->res) : "larger than -m");
+				}
+			}
+			if (--sl->left == 0) {
+				if (sl->open_res < 0)
+					errors++;
+				free_slots[n_free++] = s;
+				done++;
+			}
+		}
+		io_uring_cq_advance(&ring, seen);
+	}
+	double secs = now() - t0;
+
+	printf("{\"files\": %zu, \"bytes\": %llu, \"seconds\": %.6f, \"errors\": %zu, "
+	       "\"depth\": %u, \"direct\": %s}\n",
+	       n, (unsigned long long)bytes, secs, errors, depth, direct ? "true" : "false");
+	io_uring_queue_exit(&ring);
+	return errors ? 1 : 0;
+}
