@@ -1,0 +1,8 @@
+"""`python -m asyncload`: the same command line as the `asyncload` script."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
