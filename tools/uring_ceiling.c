@@ -7,8 +7,8 @@
  *     openat (into a direct descriptor) -> read (whole file, one buffer) -> close
  * and up to -d chains are in flight. Prints {"files", "bytes", "seconds", ...} as JSON on stdout.
  *
- *   cc -O2 -o uring_ceiling tools/uring_ceiling.c -luring
- *   ./uring_ceiling -d 64 list.txt
+ *   cc -O2 -o uring_ceiling tools/uring_ceiling.c -luring -lpthread
+ *   ./uring_ceiling -d 64 list.txt        # -t 2: two threads, a ring each
  *
  * Depth 1 is kept on purpose: when every page is cached the ops complete inline at submit time,
  * and a single chain in flight avoids all io-wq and completion batching overhead.
@@ -18,6 +18,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +50,127 @@ static void die(const char *what, int err)
 	exit(2);
 }
 
+/* What every reader thread shares: the list and a cursor into it. */
+struct run {
+	char      **paths;
+	size_t      n;
+	atomic_size_t next;
+	unsigned    depth;
+	size_t      max_size;
+	int         oflags;
+	int         quiet;
+	atomic_uint shown;   /* a wrong list should not flood the terminal: show the first 10 */
+};
+
+/* One thread, one ring, its own slots: threads share nothing but the cursor. */
+struct reader {
+	struct run     *run;
+	struct io_uring ring;
+	struct slot    *slots;
+	unsigned       *free_slots;
+	unsigned        n_free, in_flight;
+	uint64_t        bytes;
+	size_t          errors;
+};
+
+static void reader_setup(struct reader *r)
+{
+	unsigned depth = r->run->depth;
+	/* three SQEs per chain; the CQ is sized by the kernel at twice the SQ */
+	int ret = io_uring_queue_init(depth * 3, &r->ring, 0);
+	if (ret < 0)
+		die("io_uring_queue_init", ret);
+	ret = io_uring_register_files_sparse(&r->ring, depth);
+	if (ret < 0)
+		die("io_uring_register_files_sparse", ret);
+	/* one buffer per slot, reserved but not committed: only pages a read lands on count */
+	r->slots = calloc(depth, sizeof(*r->slots));
+	r->free_slots = malloc(depth * sizeof(*r->free_slots));
+	for (unsigned i = 0; i < depth; i++) {
+		r->slots[i].buf = mmap(NULL, r->run->max_size, PROT_READ | PROT_WRITE,
+				       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (r->slots[i].buf == MAP_FAILED)
+			die("mmap", errno);
+		r->free_slots[i] = depth - 1 - i;
+	}
+	r->n_free = depth;
+}
+
+static void report(struct run *run, const char *op, size_t path, const char *msg)
+{
+	if (!run->quiet && atomic_fetch_add(&run->shown, 1) < 10)
+		fprintf(stderr, "uring_ceiling: %s %s: %s\n", op, run->paths[path], msg);
+}
+
+static void *reader_loop(void *arg)
+{
+	struct reader *r = arg;
+	struct run *run = r->run;
+	int exhausted = 0;
+
+	for (;;) {
+		while (!exhausted && r->n_free) {
+			size_t idx = atomic_fetch_add(&run->next, 1);
+			if (idx >= run->n) {
+				exhausted = 1;
+				break;
+			}
+			unsigned s = r->free_slots[--r->n_free];
+			struct slot *sl = &r->slots[s];
+			struct io_uring_sqe *sqe;
+
+			sl->left = 3;
+			sl->open_res = 0;
+			sl->path = idx;
+			sqe = io_uring_get_sqe(&r->ring);
+			io_uring_prep_openat_direct(sqe, AT_FDCWD, run->paths[idx], run->oflags, 0, s);
+			sqe->flags |= IOSQE_IO_LINK;
+			io_uring_sqe_set_data64(sqe, (uint64_t)s << 2 | OP_OPEN);
+			sqe = io_uring_get_sqe(&r->ring);
+			io_uring_prep_read(sqe, s, sl->buf, run->max_size, 0);
+			sqe->flags |= IOSQE_FIXED_FILE | IOSQE_IO_LINK;
+			io_uring_sqe_set_data64(sqe, (uint64_t)s << 2 | OP_READ);
+			sqe = io_uring_get_sqe(&r->ring);
+			io_uring_prep_close_direct(sqe, s);
+			io_uring_sqe_set_data64(sqe, (uint64_t)s << 2 | OP_CLOSE);
+			r->in_flight++;
+		}
+		if (!r->in_flight)
+			return NULL;
+		int ret = io_uring_submit_and_wait(&r->ring, 1);
+		if (ret < 0 && ret != -EINTR)
+			die("io_uring_submit_and_wait", ret);
+
+		struct io_uring_cqe *cqe;
+		unsigned head, seen = 0;
+		io_uring_for_each_cqe(&r->ring, head, cqe) {
+			unsigned s = cqe->user_data >> 2, op = cqe->user_data & 3;
+			struct slot *sl = &r->slots[s];
+			seen++;
+			if (op == OP_OPEN) {
+				sl->open_res = cqe->res;
+				if (cqe->res < 0)
+					report(run, "open", sl->path, strerror(-cqe->res));
+			} else if (op == OP_READ) {
+				if (cqe->res >= 0 && (size_t)cqe->res < run->max_size) {
+					r->bytes += cqe->res;
+				} else if (sl->open_res >= 0) {
+					r->errors++;
+					report(run, "read", sl->path,
+					       cqe->res < 0 ? strerror(-cqe->res) : "larger than -m");
+				}
+			}
+			if (--sl->left == 0) {
+				if (sl->open_res < 0)
+					r->errors++;
+				r->free_slots[r->n_free++] = s;
+				r->in_flight--;
+			}
+		}
+		io_uring_cq_advance(&r->ring, seen);
+	}
+}
+
 /* The whole list is read into memory before the clock starts: parsing is not I/O. */
 static char **read_list(FILE *f, size_t *n)
 {
@@ -74,8 +197,10 @@ static char **read_list(FILE *f, size_t *n)
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: uring_ceiling [-d depth] [-m max_file_bytes] [-D] [-q] [LIST|-]\n"
-		"  -d N  chains in flight (default 64; 1 is best when everything is cached)\n"
+		"usage: uring_ceiling [-d depth] [-t threads] [-m max_file_bytes] [-D] [-q] [LIST|-]\n"
+		"  -d N  chains in flight per thread (default 64; 1 is best when everything is cached)\n"
+		"  -t N  threads, each with its own ring (default 1; one thread copying cached\n"
+		"        pages is capped by one core's memcpy)\n"
 		"  -m N  largest file expected, bytes (default 64 MiB; a file that fills it is an error)\n"
 		"  -D    O_DIRECT (bypass the page cache; the kernel pins the whole -m buffer per read,\n"
 		"        so set -m just above the largest file)\n"
@@ -87,19 +212,20 @@ int main(int argc, char **argv)
 {
 	unsigned depth = 64;
 	size_t max_size = 64u << 20;
+	unsigned threads = 1;
 	int direct = 0, quiet = 0, opt;
-	unsigned shown = 0;   /* a wrong list should not flood the terminal: show the first 10 */
 
-	while ((opt = getopt(argc, argv, "d:m:Dqh")) != -1) {
+	while ((opt = getopt(argc, argv, "d:t:m:Dqh")) != -1) {
 		switch (opt) {
 		case 'd': depth = strtoul(optarg, NULL, 0); break;
+		case 't': threads = strtoul(optarg, NULL, 0); break;
 		case 'm': max_size = strtoull(optarg, NULL, 0); break;
 		case 'D': direct = 1; break;
 		case 'q': quiet = 1; break;
 		default: usage();
 		}
 	}
-	if (!depth || depth > 4096 || max_size < 4096 || argc - optind > 1)
+	if (!depth || depth > 4096 || !threads || threads > 256 || max_size < 4096 || argc - optind > 1)
 		usage();
 	/* O_DIRECT wants the read length aligned too; a page multiple satisfies every fs */
 	max_size = (max_size + 4095) & ~(size_t)4095;
@@ -113,95 +239,31 @@ int main(int argc, char **argv)
 	size_t n;
 	char **paths = read_list(lf, &n);
 
-	struct io_uring ring;
-	/* three SQEs per chain; the CQ is sized by the kernel at twice the SQ */
-	int ret = io_uring_queue_init(depth * 3, &ring, 0);
-	if (ret < 0)
-		die("io_uring_queue_init", ret);
-	ret = io_uring_register_files_sparse(&ring, depth);
-	if (ret < 0)
-		die("io_uring_register_files_sparse", ret);
-
-	/* one buffer per slot, reserved but not committed: only pages a read lands on count */
-	struct slot *slots = calloc(depth, sizeof(*slots));
-	unsigned *free_slots = malloc(depth * sizeof(*free_slots));
-	for (unsigned i = 0; i < depth; i++) {
-		slots[i].buf = mmap(NULL, max_size, PROT_READ | PROT_WRITE,
-				    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-		if (slots[i].buf == MAP_FAILED)
-			die("mmap", errno);
-		free_slots[i] = depth - 1 - i;
-	}
-	unsigned n_free = depth;
-
-	size_t next = 0, done = 0, errors = 0;
-	uint64_t bytes = 0;
 	/* no O_CLOEXEC: a direct descriptor is not in the fd table, and the kernel rejects it */
-	int oflags = O_RDONLY | (direct ? O_DIRECT : 0);
+	struct run run = { .paths = paths, .n = n, .depth = depth, .max_size = max_size,
+			   .oflags = O_RDONLY | (direct ? O_DIRECT : 0), .quiet = quiet };
+	struct reader *rd = calloc(threads, sizeof(*rd));
+	for (unsigned t = 0; t < threads; t++) {
+		rd[t].run = &run;
+		reader_setup(&rd[t]);
+	}
 	double t0 = now();
-
-	while (done < n) {
-		while (next < n && n_free) {
-			unsigned s = free_slots[--n_free];
-			struct slot *sl = &slots[s];
-			struct io_uring_sqe *sqe;
-
-			sl->left = 3;
-			sl->open_res = 0;
-			sl->path = next;
-			sqe = io_uring_get_sqe(&ring);
-			io_uring_prep_openat_direct(sqe, AT_FDCWD, paths[next], oflags, 0, s);
-			sqe->flags |= IOSQE_IO_LINK;
-			io_uring_sqe_set_data64(sqe, (uint64_t)s << 2 | OP_OPEN);
-			sqe = io_uring_get_sqe(&ring);
-			io_uring_prep_read(sqe, s, sl->buf, max_size, 0);
-			sqe->flags |= IOSQE_FIXED_FILE | IOSQE_IO_LINK;
-			io_uring_sqe_set_data64(sqe, (uint64_t)s << 2 | OP_READ);
-			sqe = io_uring_get_sqe(&ring);
-			io_uring_prep_close_direct(sqe, s);
-			io_uring_sqe_set_data64(sqe, (uint64_t)s << 2 | OP_CLOSE);
-			next++;
-		}
-		ret = io_uring_submit_and_wait(&ring, 1);
-		if (ret < 0 && ret != -EINTR)
-			die("io_uring_submit_and_wait", ret);
-
-		struct io_uring_cqe *cqe;
-		unsigned head, seen = 0;
-		io_uring_for_each_cqe(&ring, head, cqe) {
-			unsigned s = cqe->user_data >> 2, op = cqe->user_data & 3;
-			struct slot *sl = &slots[s];
-			seen++;
-			if (op == OP_OPEN) {
-				sl->open_res = cqe->res;
-				if (cqe->res < 0 && !quiet && shown++ < 10)
-					fprintf(stderr, "uring_ceiling: open %s: %s\n",
-						paths[sl->path], strerror(-cqe->res));
-			} else if (op == OP_READ) {
-				if (cqe->res >= 0 && (size_t)cqe->res < max_size) {
-					bytes += cqe->res;
-				} else if (sl->open_res >= 0) {
-					errors++;
-					if (!quiet && shown++ < 10)
-						fprintf(stderr, "uring_ceiling: read %s: %s\n",
-							paths[sl->path],
-							cqe->res < 0 ? strerror(-cqe->res) : "larger than -m");
-				}
-			}
-			if (--sl->left == 0) {
-				if (sl->open_res < 0)
-					errors++;
-				free_slots[n_free++] = s;
-				done++;
-			}
-		}
-		io_uring_cq_advance(&ring, seen);
+	pthread_t *tids = calloc(threads, sizeof(*tids));
+	for (unsigned t = 1; t < threads; t++)
+		if ((errno = pthread_create(&tids[t], NULL, reader_loop, &rd[t])))
+			die("pthread_create", errno);
+	reader_loop(&rd[0]);
+	uint64_t bytes = rd[0].bytes;
+	size_t errors = rd[0].errors;
+	for (unsigned t = 1; t < threads; t++) {
+		pthread_join(tids[t], NULL);
+		bytes += rd[t].bytes;
+		errors += rd[t].errors;
 	}
 	double secs = now() - t0;
 
 	printf("{\"files\": %zu, \"bytes\": %llu, \"seconds\": %.6f, \"errors\": %zu, "
-	       "\"depth\": %u, \"direct\": %s}\n",
-	       n, (unsigned long long)bytes, secs, errors, depth, direct ? "true" : "false");
-	io_uring_queue_exit(&ring);
+	       "\"depth\": %u, \"threads\": %u, \"direct\": %s}\n",
+	       n, (unsigned long long)bytes, secs, errors, depth, threads, direct ? "true" : "false");
 	return errors ? 1 : 0;
 }
