@@ -1,0 +1,444 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * region.c - creating, attaching and freeing the shared region, the loader
+ * life-cycle words in its header, and the small futex/clock helpers that the
+ * loader and the workers share.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define AL_REAP_TIMEOUT_MS 5000
+#define AL_ALIVE_CHECK_NS  (100ull * 1000 * 1000)
+
+static uint64_t round_up(uint64_t v, uint64_t to)
+{
+	return (v + to - 1) / to * to;
+}
+
+static uint32_t pow2_at_least(uint32_t v)
+{
+	uint32_t p = 1;
+	while (p < v)
+		p <<= 1;
+	return p;
+}
+
+uint64_t al_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Shared (not FUTEX_PRIVATE) futexes: waiter and waker are different processes. */
+int al_futex_wait(_Atomic uint32_t *word, uint32_t expected, int timeout_ms)
+{
+	struct timespec ts, *tsp = NULL;
+	if (timeout_ms >= 0) {
+		ts.tv_sec = timeout_ms / 1000;
+		ts.tv_nsec = (long)(timeout_ms % 1000) * 1000000L;
+		tsp = &ts;
+	}
+	if (syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT, expected, tsp, NULL, 0) < 0)
+		return -errno;
+	return 0;
+}
+
+int al_futex_wake(_Atomic uint32_t *word, int n)
+{
+	if (syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, n, NULL, NULL, 0) < 0)
+		return -errno;
+	return 0;
+}
+
+bool al_state_final(uint32_t state)
+{
+	return state == AL_STATE_STOPPED || state == AL_STATE_DEAD || state == AL_STATE_FAILED;
+}
+
+void al_ring_doorbell(struct al_header *h)
+{
+	atomic_fetch_add(&h->doorbell, 1);
+	al_futex_wake(&h->doorbell, INT_MAX);
+}
+
+void al_wake_all_workers(struct al_header *h)
+{
+	for (uint32_t w = 0; w < h->n_workers; w++)
+		al_futex_wake(&al_worker_at(h, w)->cmp_tail, INT_MAX);
+}
+
+/*
+ * The running loader holds an exclusive flock() on its own open file
+ * description of the region; the kernel drops it when the loader dies, however
+ * it dies. A shared non-blocking flock() that succeeds therefore proves the
+ * loader is gone.
+ */
+uint32_t al_check_loader_alive(asyncload_loader *l, bool force)
+{
+	struct al_header *h = l->hdr;
+	uint32_t state = atomic_load(&h->state);
+	if (state != AL_STATE_RUNNING && state != AL_STATE_STOPPING)
+		return state;
+	uint64_t now = al_now_ns();
+	if (!force && now - l->last_alive_check_ns < AL_ALIVE_CHECK_NS)
+		return state;
+	l->last_alive_check_ns = now;
+	if (flock(l->fd, LOCK_SH | LOCK_NB) != 0)
+		return state; /* EWOULDBLOCK: the loader holds it */
+	flock(l->fd, LOCK_UN);
+	/* The loader may have stopped cleanly in between: only RUNNING/STOPPING die. */
+	state = atomic_load(&h->state);
+	while (state == AL_STATE_RUNNING || state == AL_STATE_STOPPING) {
+		if (atomic_compare_exchange_weak(&h->state, &state, AL_STATE_DEAD)) {
+			state = AL_STATE_DEAD;
+			al_wake_all_workers(h);
+			break;
+		}
+	}
+	return state;
+}
+
+ASYNCLOAD_EXPORT void asyncload_options_init(struct asyncload_options *opts)
+{
+	if (!opts)
+		return;
+	memset(opts, 0, sizeof(*opts));
+	opts->queue_depth = 64;
+	opts->max_file_size = 64ull << 20;
+	opts->n_workers = 1;
+	opts->dispatch_n = 1;
+	opts->idle_iters = 0;
+	opts->direct = false;
+	opts->root = NULL;
+}
+
+static int check_options(const struct asyncload_options *o)
+{
+	if (!o)
+		return -EINVAL;
+	if (o->queue_depth == 0 || o->queue_depth > ASYNCLOAD_MAX_QUEUE_DEPTH)
+		return -EINVAL;
+	if (o->n_workers == 0 || o->n_workers > ASYNCLOAD_MAX_WORKERS)
+		return -EINVAL;
+	if ((uint64_t)o->n_workers * o->queue_depth > ASYNCLOAD_MAX_ENTRIES)
+		return -EINVAL;
+	if (o->max_file_size == 0 || o->max_file_size > ASYNCLOAD_MAX_FILE_SIZE)
+		return -EINVAL;
+	if (o->root && (o->root[0] == '\0' || strlen(o->root) >= ASYNCLOAD_PATH_MAX))
+		return -EINVAL;
+	return 0;
+}
+
+static int map_region(asyncload_loader *l, int fd, size_t size)
+{
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+	if (p == MAP_FAILED)
+		return -errno;
+	l->hdr = p;
+	l->map_size = size;
+	l->fd = fd;
+	return 0;
+}
+
+ASYNCLOAD_EXPORT int asyncload_loader_new(asyncload_loader **ret, const struct asyncload_options *opts)
+{
+	if (!ret)
+		return -EINVAL;
+	*ret = NULL;
+	int r = check_options(opts);
+	if (r < 0)
+		return r;
+
+	char *root = NULL;
+	if (opts->root) {
+		/* Refuse a root that is not a directory now, not at the first request. */
+		int dfd = open(opts->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (dfd < 0)
+			return -errno;
+		close(dfd);
+		root = realpath(opts->root, NULL);
+		if (!root)
+			return -errno;
+	}
+
+	uint32_t ring_size = pow2_at_least(opts->queue_depth);
+	uint32_t total = opts->n_workers * opts->queue_depth;
+	uint64_t workers_off = round_up(sizeof(struct al_header), AL_PAGE);
+	uint64_t worker_stride = round_up(sizeof(struct al_worker_shm) + 2ull * ring_size * sizeof(uint32_t),
+	                                  AL_CACHELINE);
+	uint64_t entries_off = round_up(workers_off + opts->n_workers * worker_stride, AL_PAGE);
+	uint64_t entry_stride = round_up(sizeof(struct al_entry_shm), AL_CACHELINE);
+	uint64_t data_off = round_up(entries_off + (uint64_t)total * entry_stride, AL_PAGE);
+	/* One byte more than the limit tells "too large" apart from "exactly the
+	 * limit"; one page more leaves room for O_DIRECT alignment of ranges. */
+	uint64_t data_stride = round_up(opts->max_file_size + 1, AL_PAGE) + AL_PAGE;
+	uint64_t size = data_off + (uint64_t)total * data_stride;
+	if (size > (1ull << 46)) { /* beyond what a process can map */
+		free(root);
+		return -ENOMEM;
+	}
+
+	asyncload_loader *l = calloc(1, sizeof(*l));
+	if (!l) {
+		free(root);
+		return -ENOMEM;
+	}
+	l->root = root;
+	int fd = memfd_create("asyncload", MFD_CLOEXEC);
+	if (fd < 0) {
+		r = -errno;
+		goto fail;
+	}
+	/* Sparse: pages are committed only when the loader writes data into them. */
+	if (ftruncate(fd, (off_t)size) < 0) {
+		r = -errno;
+		close(fd);
+		goto fail;
+	}
+	r = map_region(l, fd, size);
+	if (r < 0) {
+		close(fd);
+		goto fail;
+	}
+
+	struct al_header *h = l->hdr;
+	h->magic = AL_MAGIC;
+	h->version = AL_VERSION;
+	h->header_size = sizeof(*h);
+	if (getrandom(&h->token, sizeof(h->token), 0) != sizeof(h->token))
+		h->token = al_now_ns() ^ ((uint64_t)getpid() << 32);
+	h->region_size = size;
+	h->queue_depth = opts->queue_depth;
+	h->n_workers = opts->n_workers;
+	h->max_file_size = opts->max_file_size;
+	h->dispatch_n = opts->dispatch_n ? opts->dispatch_n : 1;
+	h->idle_iters = opts->idle_iters;
+	h->direct = opts->direct;
+	h->ring_size = ring_size;
+	h->workers_off = workers_off;
+	h->worker_stride = worker_stride;
+	h->entries_off = entries_off;
+	h->entry_stride = entry_stride;
+	h->data_off = data_off;
+	h->data_stride = data_stride;
+	h->creator_pid = getpid();
+	h->creator_fd = fd;
+	if (root) {
+		h->confined = 1;
+		strcpy(h->root, root);
+	}
+	for (uint32_t i = 0; i < total; i++) {
+		struct al_entry_shm *e = al_entry_at(h, i);
+		char *buf = (char *)h + data_off + (uint64_t)i * data_stride;
+		e->data_rel = buf - (char *)e;
+	}
+	atomic_store(&h->state, AL_STATE_NEW);
+	l->creator = getpid();
+	*ret = l;
+	return 0;
+fail:
+	free(root);
+	free(l);
+	return r;
+}
+
+static int attach_path(asyncload_loader *l, pid_t pid, int fd, uint64_t token)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)pid, fd);
+	int rfd = open(path, O_RDWR | O_CLOEXEC);
+	if (rfd < 0)
+		return -errno;
+	struct stat st;
+	if (fstat(rfd, &st) < 0 || (size_t)st.st_size < sizeof(struct al_header)) {
+		close(rfd);
+		return -ENOENT;
+	}
+	int r = map_region(l, rfd, (size_t)st.st_size);
+	if (r < 0) {
+		close(rfd);
+		return r;
+	}
+	struct al_header *h = l->hdr;
+	if (h->magic != AL_MAGIC || h->version != AL_VERSION || h->token != token ||
+	    h->region_size != (uint64_t)st.st_size) {
+		munmap(l->hdr, l->map_size);
+		close(rfd);
+		l->hdr = NULL;
+		return -ENOENT; /* the pid or fd now belongs to something else */
+	}
+	return 0;
+}
+
+ASYNCLOAD_EXPORT int asyncload_loader_attach(asyncload_loader **ret, const char *handle)
+{
+	if (!ret)
+		return -EINVAL;
+	*ret = NULL;
+	if (!handle)
+		return -EINVAL;
+	int cpid, cfd, lpid, lfd, n = 0;
+	uint64_t token;
+	if (sscanf(handle, "asyncload1:%d:%d:%d:%d:%" SCNx64 "%n", &cpid, &cfd, &lpid, &lfd, &token, &n) != 5 ||
+	    handle[n] != '\0')
+		return -EINVAL;
+	asyncload_loader *l = calloc(1, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	/* The loader's copy outlives the creator's in the common case. */
+	int r = -ENOENT;
+	if (lpid > 0 && lfd >= 0)
+		r = attach_path(l, lpid, lfd, token);
+	if (r < 0 && cpid > 0 && cfd >= 0)
+		r = attach_path(l, cpid, cfd, token);
+	if (r < 0) {
+		free(l);
+		return r == -EACCES || r == -EPERM ? r : -ENOENT;
+	}
+	if (l->hdr->confined) {
+		l->root = strdup(l->hdr->root);
+		if (!l->root) {
+			asyncload_loader_free(l);
+			return -ENOMEM;
+		}
+	}
+	*ret = l;
+	return 0;
+}
+
+ASYNCLOAD_EXPORT int asyncload_loader_handle(const asyncload_loader *l, char *buf, size_t len)
+{
+	if (!l || !buf)
+		return -EINVAL;
+	const struct al_header *h = l->hdr;
+	int n = snprintf(buf, len, "asyncload1:%d:%d:%d:%d:%016" PRIx64, h->creator_pid, h->creator_fd,
+	                 (int)atomic_load(&((struct al_header *)h)->loader_pid),
+	                 (int)atomic_load(&((struct al_header *)h)->loader_fd), h->token);
+	if (n < 0 || (size_t)n >= len)
+		return -ENOSPC;
+	return n;
+}
+
+ASYNCLOAD_EXPORT int asyncload_loader_get_options(const asyncload_loader *l, struct asyncload_options *o)
+{
+	if (!l || !o)
+		return -EINVAL;
+	const struct al_header *h = l->hdr;
+	asyncload_options_init(o);
+	o->queue_depth = h->queue_depth;
+	o->n_workers = h->n_workers;
+	o->max_file_size = h->max_file_size;
+	o->dispatch_n = h->dispatch_n;
+	o->idle_iters = h->idle_iters;
+	o->direct = h->direct;
+	o->root = l->root;
+	return 0;
+}
+
+ASYNCLOAD_EXPORT int asyncload_loader_status(asyncload_loader *l)
+{
+	if (!l)
+		return -EINVAL;
+	uint32_t state = al_check_loader_alive(l, true);
+	switch (state) {
+	case AL_STATE_NEW:
+		return -EAGAIN;
+	case AL_STATE_RUNNING:
+		return 0;
+	case AL_STATE_FAILED: {
+		int err = atomic_load(&l->hdr->start_error);
+		return err < 0 ? err : -ESHUTDOWN;
+	}
+	default:
+		return -ESHUTDOWN;
+	}
+}
+
+ASYNCLOAD_EXPORT int asyncload_loader_shutdown(asyncload_loader *l)
+{
+	if (!l)
+		return -EINVAL;
+	struct al_header *h = l->hdr;
+	atomic_store(&h->shutdown_requested, 1);
+	/* No loader ever started: nobody else will move the state on. */
+	uint32_t expected = AL_STATE_NEW;
+	if (atomic_compare_exchange_strong(&h->state, &expected, AL_STATE_STOPPED))
+		al_wake_all_workers(h);
+	al_ring_doorbell(h);
+	return 0;
+}
+
+void al_reap_child(pid_t pid)
+{
+	int status;
+	uint64_t deadline = al_now_ns() + (uint64_t)AL_REAP_TIMEOUT_MS * 1000000ull;
+	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	for (;;) {
+		pid_t r = waitpid(pid, &status, WNOHANG);
+		if (r == pid || (r < 0 && errno != EINTR))
+			break;
+		uint64_t now = al_now_ns();
+		if (now >= deadline) {
+			kill(pid, SIGKILL);
+			while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+				;
+			break;
+		}
+		if (pidfd >= 0) {
+			struct pollfd p = {.fd = pidfd, .events = POLLIN};
+			poll(&p, 1, (int)((deadline - now) / 1000000ull) + 1);
+		} else {
+			usleep(10000);
+		}
+	}
+	if (pidfd >= 0)
+		close(pidfd);
+}
+
+ASYNCLOAD_EXPORT asyncload_loader *asyncload_loader_free(asyncload_loader *l)
+{
+	if (!l)
+		return NULL;
+	if (l->spawned > 0 && l->spawner == getpid()) {
+		asyncload_loader_shutdown(l);
+		al_reap_child(l->spawned);
+		l->spawned = 0;
+	}
+	if (l->hdr)
+		munmap(l->hdr, l->map_size);
+	if (l->fd >= 0)
+		close(l->fd);
+	free(l->root);
+	free(l);
+	return NULL;
+}
+
+ASYNCLOAD_EXPORT const char *asyncload_strerror(int err)
+{
+	if (err == 0)
+		return "Success";
+	if (err == -EINVAL)
+		return "Invalid argument (or not a regular file)";
+	const char *s = strerrordesc_np(err < 0 ? -err : err);
+	return s ? s : "Unknown error";
+}
