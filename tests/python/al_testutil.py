@@ -1,0 +1,75 @@
+"""Helpers shared by the asyncload tests (and by their child processes,
+which import this module by name, so it must not depend on pytest)."""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Dict, List
+
+
+def make_files(root: str, n: int, seed: int = 0, max_size: int = 200_000) -> Dict[str, bytes]:
+    """n files with random content and varied sizes under root; path -> bytes.
+
+    Sizes include the edge cases 0, 1 and exactly one page.
+    """
+    os.makedirs(root, exist_ok=True)
+    rng = random.Random(seed)
+    out: Dict[str, bytes] = {}
+    for i in range(n):
+        size = (0, 1, 4096)[i] if i < 3 else rng.randrange(max_size)
+        data = rng.randbytes(size)
+        path = os.path.join(root, f"f{i:04d}.bin")
+        with open(path, "wb") as f:
+            f.write(data)
+        out[path] = data
+    return out
+
+
+def load_and_check(worker, expected: Dict[str, bytes]) -> List[str]:
+    """Load every path through worker.load(); return a list of problems."""
+    problems: List[str] = []
+    seen = set()
+    for entry in worker.load(sorted(expected)):
+        with entry:
+            if entry.error:
+                problems.append(f"{entry.path}: errno {entry.error}")
+                continue
+            if entry.path in seen:
+                problems.append(f"{entry.path}: completed twice")
+            seen.add(entry.path)
+            if entry.get_data() != expected[entry.path]:
+                problems.append(f"{entry.path}: content differs")
+            if bytes(entry.data) != expected[entry.path]:
+                problems.append(f"{entry.path}: view differs")
+    missing = set(expected) - seen
+    if missing:
+        problems.append(f"never completed: {sorted(missing)[:5]}")
+    return problems
+
+
+def child_count(pid: int) -> int:
+    """Processes (zombies included) whose parent is pid."""
+    n = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # the command name may hold spaces: fields after the last ')'
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[1]) == pid:
+            n += 1
+    return n
+
+
+def fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def memfd_mappings() -> int:
+    with open("/proc/self/maps") as f:
+        return sum(1 for line in f if "memfd:" in line)
