@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import gc
 import math
+import numbers
 import os
 import sys
 import threading
@@ -455,6 +456,8 @@ class Worker:
         """
         deadline = 0.0
         if timeout is not None:
+            if not isinstance(timeout, numbers.Real):
+                raise TypeError(f"timeout must be a number or None, not {type(timeout).__name__}")
             t = float(timeout)
             if not t >= 0:  # also rejects NaN
                 raise ValueError(f"timeout must be >= 0 or None (got {timeout!r})")

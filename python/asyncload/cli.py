@@ -46,6 +46,12 @@ def find_files(root: str, ext: Optional[str]) -> List[str]:
     return found
 
 
+def read_plain(path: str) -> bytes:
+    """The reference bytes for --verify: an ordinary buffered read."""
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def _worker_main(worker: Worker, paths: Sequence[str], verify: bool,
                  reports: "mp.Queue[Tuple]") -> None:
     """Body of one worker process: load its share, report, verify."""
@@ -61,10 +67,8 @@ def _worker_main(worker: Worker, paths: Sequence[str], verify: bool,
                 else:
                     data = entry.data
                     nbytes += len(data)
-                    if verify:
-                        with open(entry.path, "rb") as f:
-                            if f.read() != data:
-                                mismatches.append(entry.path)
+                    if verify and read_plain(entry.path) != data:
+                        mismatches.append(entry.path)
                     del data  # a live view would make release() refuse
             files += 1
             now = time.monotonic()
