@@ -57,7 +57,7 @@ def _uring_flags() -> tuple[list[str], list[str], list[str]]:
     return libs or ["uring"], libdirs, incdirs
 
 
-def _make_ffi() -> FFI:
+def _make_ffi(absolute: bool = False) -> FFI:
     ffi = FFI()
     with open(os.path.join(_HERE, "_asyncload_cdef.h"), encoding="utf-8") as f:
         ffi.cdef(f.read())
@@ -68,13 +68,16 @@ def _make_ffi() -> FFI:
             "build from a full checkout (or an sdist that includes them)"
         )
     libs, libdirs, incdirs = _uring_flags()
+    # ffi.compile() (the __main__ path) builds from inside its tmpdir, so it
+    # needs absolute paths; setuptools wants them relative to the project.
+    rel = (lambda p: p) if absolute else _rel
     ffi.set_source(
         "asyncload._asyncload",
         '#include "asyncload.h"',
-        sources=[_rel(s) for s in sources],
+        sources=[rel(s) for s in sources],
         include_dirs=[
-            _rel(os.path.join(_ROOT, "libasyncload", "include")),
-            _rel(os.path.join(_ROOT, "libasyncload", "src")),
+            rel(os.path.join(_ROOT, "libasyncload", "include")),
+            rel(os.path.join(_ROOT, "libasyncload", "src")),
             *incdirs,
         ],
         libraries=libs,
@@ -87,9 +90,11 @@ def _make_ffi() -> FFI:
 ffibuilder = _make_ffi()
 
 if __name__ == "__main__":
-    # Build next to this file so `import asyncload` from python/ finds it.
-    ffibuilder.compile(tmpdir=os.path.join(_ROOT, "build", "cffi"), verbose=True)
+    # Build next to this file so `import asyncload` from python/ finds it
+    # (what `pip install -e .` does, without pip).
     import shutil
 
-    for so in glob.glob(os.path.join(_ROOT, "build", "cffi", "asyncload", "_asyncload*.so")):
-        shutil.copy(so, _HERE)
+    tmp = os.path.join(_ROOT, "build", "cffi")
+    built = _make_ffi(absolute=True).compile(tmpdir=tmp, verbose=True)
+    shutil.copy(built, _HERE)
+    print(f"copied {os.path.basename(built)} to {_HERE}")
