@@ -60,6 +60,9 @@
 #define AL_SLEEP_MS 200            /* idle wake-up to notice a dead parent */
 #define AL_BATCH_POLL_US 50        /* one "idle iteration" while batching */
 #define AL_PARENT_CHECK_NS (200ull * 1000 * 1000)
+/* Give back an entry's pages beyond what the next load needs once more than
+ * this would stay committed for nothing. */
+#define AL_TRIM_SLACK (1ull << 20)
 
 enum op {
 	OP_STATX = 1,
@@ -67,6 +70,7 @@ enum op {
 	OP_READ = 3,
 	OP_CLOSE = 4,   /* index is a slot, not a request */
 	OP_DOORBELL = 5,
+	OP_TRIM = 6,    /* index is an entry; nothing waits on it */
 };
 
 enum phase {
@@ -111,7 +115,9 @@ struct loop {
 	struct fifo new_q, slot_q, free_slots;
 	uint32_t n_slots;
 	uint32_t in_flight;     /* requests not yet completed */
-	uint32_t closes;        /* CLOSE ops not yet reaped */
+	uint32_t closes;        /* CLOSE and TRIM ops not yet reaped */
+	uint64_t *committed;    /* per entry: bytes of its buffer that may hold pages */
+	int region_fd;          /* the loader's own descriptor of the region */
 	uint32_t pending_sqes;
 	uint32_t idle_polls;
 	bool futex_op;
@@ -320,6 +326,31 @@ static void hand_out_slots(struct loop *lp)
 	}
 }
 
+/*
+ * An entry's buffer keeps the pages its largest load touched. So that
+ * committed memory follows the bytes in flight rather than the largest file
+ * ever seen, punch out what this load will not use. The punched range never
+ * overlaps the range being read, so the two need no ordering.
+ */
+static void trim_entry(struct loop *lp, uint32_t idx, uint64_t will_use)
+{
+	uint64_t keep = (will_use + AL_PAGE - 1) & ~(uint64_t)(AL_PAGE - 1);
+	uint64_t had = lp->committed[idx];
+	if (had <= keep + AL_TRIM_SLACK) {
+		if (keep > had)
+			lp->committed[idx] = keep;
+		return;
+	}
+	struct al_entry_shm *e = al_entry_at(lp->h, idx);
+	uint64_t buf_off = (uint64_t)(al_entry_buffer(e) - (char *)lp->h);
+	struct io_uring_sqe *sqe = get_sqe(lp);
+	io_uring_prep_fallocate(sqe, lp->region_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+	                        buf_off + keep, had - keep);
+	io_uring_sqe_set_data64(sqe, ud(idx, OP_TRIM));
+	lp->closes++;
+	lp->committed[idx] = keep;
+}
+
 /* statx answered: decide what to read, or fail the request. */
 static int plan_read(struct loop *lp, uint32_t idx)
 {
@@ -354,6 +385,7 @@ static int plan_read(struct loop *lp, uint32_t idx)
 		r->target = r->want;
 	}
 	r->got = 0;
+	trim_entry(lp, idx, r->target);
 	return 0;
 }
 
@@ -424,6 +456,10 @@ static void on_cqe(struct loop *lp, struct io_uring_cqe *cqe)
 		lp->closes--;
 		release_slot(lp, (int32_t)idx);
 		return;
+	}
+	if (op == OP_TRIM) {
+		lp->closes--;
+		return; /* a failed trim only leaves memory committed */
 	}
 	if (idx >= lp->total)
 		return;
@@ -640,13 +676,14 @@ static void sleep_until_work(struct loop *lp, bool batching)
 	atomic_store(&h->loader_sleeping, 0);
 }
 
-static int loop_init(struct loop *lp, asyncload_loader *l)
+static int loop_init(struct loop *lp, asyncload_loader *l, int region_fd)
 {
 	struct al_header *h = l->hdr;
 	memset(lp, 0, sizeof(*lp));
 	lp->l = l;
 	lp->h = h;
 	lp->root_fd = -1;
+	lp->region_fd = region_fd;
 	lp->total = h->n_workers * h->queue_depth;
 
 	struct rlimit rl;
@@ -664,7 +701,9 @@ static int loop_init(struct loop *lp, asyncload_loader *l)
 	lp->reqs = calloc(lp->total, sizeof(*lp->reqs));
 	lp->touched = calloc(h->n_workers, sizeof(uint32_t));
 	lp->touched_mark = calloc(h->n_workers, 1);
-	if (!lp->reqs || !lp->touched || !lp->touched_mark || !fifo_init(&lp->new_q, lp->total) ||
+	lp->committed = calloc(lp->total, sizeof(uint64_t));
+	if (!lp->committed ||
+	    !lp->reqs || !lp->touched || !lp->touched_mark || !fifo_init(&lp->new_q, lp->total) ||
 	    !fifo_init(&lp->slot_q, lp->total) || !fifo_init(&lp->free_slots, lp->n_slots))
 		return -ENOMEM;
 	for (uint32_t s = 0; s < lp->n_slots; s++)
@@ -719,6 +758,7 @@ static void loop_free(struct loop *lp)
 	free(lp->reqs);
 	free(lp->touched);
 	free(lp->touched_mark);
+	free(lp->committed);
 	free(lp->new_q.v);
 	free(lp->slot_q.v);
 	free(lp->free_slots.v);
@@ -795,7 +835,7 @@ static int loader_run(asyncload_loader *l, pid_t parent)
 	struct loop lp;
 	bool ring_up = false;
 	if (r >= 0) {
-		r = loop_init(&lp, l);
+		r = loop_init(&lp, l, lock_fd);
 		ring_up = r >= 0;
 	}
 	if (r < 0) {
