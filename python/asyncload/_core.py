@@ -67,8 +67,10 @@ _by_handle: "weakref.WeakValueDictionary[str, Loader]" = weakref.WeakValueDictio
 _attached: Dict[str, "Loader"] = {}
 _registry_lock = threading.RLock()
 # Guards the released flag of entries, so two threads releasing the same
-# entry cannot hand it back to the loader twice.
-_entry_lock = threading.Lock()
+# entry cannot hand it back to the loader twice. Reentrant because a garbage
+# collection inside a release (allocations can trigger one) may run
+# Entry.__del__ -> release() of another entry on the same thread.
+_entry_lock = threading.RLock()
 
 
 def _after_fork_in_child() -> None:
@@ -82,7 +84,7 @@ def _after_fork_in_child() -> None:
     global _pid, _registry_lock, _entry_lock
     _pid = os.getpid()
     _registry_lock = threading.RLock()
-    _entry_lock = threading.Lock()
+    _entry_lock = threading.RLock()
     for w in list(_all_workers):
         w._forget_after_fork()
     for loader in list(_all_loaders):

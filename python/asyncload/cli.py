@@ -198,7 +198,7 @@ def run_load(directory: str, ext: Optional[str], workers: int, queue_depth: int,
 
 
 def make_demo_dataset(root: str, n_files: int = 2000, seed: int = 0) -> int:
-    """Write n_files of varied sizes (0 B .. ~1 MB, mostly small) under root.
+    """Write n_files of varied sizes (0 B .. 256 kB, mostly small) under root.
 
     Returns the total size. A few files of other types are added so that the
     --ext filter is exercised too.
@@ -213,7 +213,7 @@ def make_demo_dataset(root: str, n_files: int = 2000, seed: int = 0) -> int:
         if i < 3:
             size = (0, 1, 4096)[i]
         else:
-            size = int(2 ** rng.uniform(6, 20))
+            size = int(2 ** rng.uniform(6, 18))
         data = rng.randbytes(size) if hasattr(rng, "randbytes") else os.urandom(size)
         with open(os.path.join(sub, f"img{i:05d}.JPEG"), "wb") as f:
             f.write(data)
