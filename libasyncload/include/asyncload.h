@@ -103,13 +103,15 @@ int  asyncload_loader_get_options(const asyncload_loader *l, struct asyncload_op
 /* ---- worker ------------------------------------------------------------ */
 
 /* Claims worker slot `id` for the calling process. -EINVAL for id out of
- * range; -EBUSY if another live process holds it. A slot whose holder died is
- * taken over: the entries it held are reclaimed. A worker handle belongs to
+ * range; -EBUSY if another live process holds it. A slot whose holder died
+ * (or freed it) is taken over with its whole queue: entries it held are
+ * reclaimed, and reads it left in flight are waited for (up to 5 s). A
+ * worker handle belongs to
  * the process that got it and is safe to use from several of its threads. */
 int  asyncload_worker_get(asyncload_loader *l, uint32_t id, asyncload_worker **ret);
 
-/* Gives the slot back (entries still held stay valid until the loader is
- * freed, but cannot be released any more). */
+/* Gives the slot back. Entries still held stay readable until the next
+ * holder claims the slot. */
 asyncload_worker *asyncload_worker_free(asyncload_worker *w);
 
 /* Queues a load of the whole file. Relative paths are resolved against the

@@ -22,6 +22,7 @@
 #include "internal.h"
 
 #define AL_WAIT_SLICE_MS 100 /* how often a sleeping worker looks for a dead loader */
+#define AL_TAKEOVER_WAIT_MS 5000ull
 
 /* Start time (clock ticks since boot) of pid; -ESRCH if gone or a zombie. */
 static int proc_start_ticks(pid_t pid, uint64_t *ticks)
@@ -66,12 +67,61 @@ static bool owner_alive(uint64_t owner)
 	return owner_word(pid, ticks) == owner;
 }
 
-static void reclaim_entries(struct al_header *h, uint32_t id)
+static void free_stale_completions(struct al_header *h, struct al_worker_shm *ws, uint32_t id)
 {
+	uint32_t *ring = al_cmp_ring(h, ws);
+	uint32_t head = atomic_load(&ws->cmp_head), tail = atomic_load(&ws->cmp_tail);
+	for (; head != tail; head++) {
+		uint32_t local = ring[head & (h->ring_size - 1)];
+		if (local < h->queue_depth)
+			atomic_store(&al_entry_at(h, id * h->queue_depth + local)->state, AL_ENTRY_FREE);
+	}
+	atomic_store(&ws->cmp_head, head);
+}
+
+static uint32_t count_queued(struct al_header *h, uint32_t id)
+{
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < h->queue_depth; i++)
+		n += atomic_load(&al_entry_at(h, id * h->queue_depth + i)->state) == AL_ENTRY_QUEUED;
+	return n;
+}
+
+/*
+ * A new holder gets the whole queue back: entries the previous holder held
+ * are freed, its completions already in the ring are dropped, and reads it
+ * left in flight are waited for (their buffers are still being written), up
+ * to AL_TAKEOVER_WAIT_MS; any later straggler is recognised by its old
+ * generation and dropped as it arrives.
+ */
+static void reclaim_entries(asyncload_loader *l, struct al_worker_shm *ws, uint32_t id)
+{
+	struct al_header *h = l->hdr;
 	for (uint32_t i = 0; i < h->queue_depth; i++) {
 		struct al_entry_shm *e = al_entry_at(h, id * h->queue_depth + i);
 		uint32_t held = AL_ENTRY_HELD;
 		atomic_compare_exchange_strong(&e->state, &held, AL_ENTRY_FREE);
+	}
+	uint64_t deadline = al_now_ns() + AL_TAKEOVER_WAIT_MS * 1000000ull;
+	for (;;) {
+		free_stale_completions(h, ws, id);
+		if (!count_queued(h, id))
+			return;
+		uint32_t state = al_check_loader_alive(l, true);
+		if (state == AL_STATE_NEW || al_now_ns() >= deadline)
+			return;
+		if (al_state_final(state)) {
+			/* nobody will answer them: they are ours to reuse */
+			atomic_store(&ws->req_head, atomic_load(&ws->req_tail));
+			for (uint32_t i = 0; i < h->queue_depth; i++)
+				atomic_store(&al_entry_at(h, id * h->queue_depth + i)->state, AL_ENTRY_FREE);
+			return;
+		}
+		uint32_t seen = atomic_load(&ws->cmp_tail);
+		atomic_fetch_add(&ws->waiters, 1);
+		if (seen == atomic_load(&ws->cmp_head))
+			al_futex_wait(&ws->cmp_tail, seen, 20);
+		atomic_fetch_sub(&ws->waiters, 1);
 	}
 }
 
@@ -110,7 +160,7 @@ ASYNCLOAD_EXPORT int asyncload_worker_get(asyncload_loader *l, uint32_t id, asyn
 	w->id = id;
 	/* A new generation: whatever the previous holder left is recognisable. */
 	w->gen = atomic_fetch_add(&ws->gen, 1) + 1;
-	reclaim_entries(h, id);
+	reclaim_entries(l, ws, id);
 	pthread_mutex_init(&w->lock, NULL);
 	*ret = w;
 	return 0;
