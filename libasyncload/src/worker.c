@@ -261,9 +261,12 @@ ASYNCLOAD_EXPORT int asyncload_worker_request_range(asyncload_worker *w, const c
 	atomic_fetch_add_explicit(&w->in_flight, 1, memory_order_relaxed);
 	pthread_mutex_unlock(&w->lock);
 
-	/* Ring only a sleeping loader: a busy one looks at the rings anyway. */
+	/* Ring only a sleeping loader: a busy one looks at the rings anyway.
+	 * The first ringer clears the flag, so a burst of requests costs one
+	 * wake-up; the loader sets it again before it next sleeps. */
 	atomic_thread_fence(memory_order_seq_cst);
-	if (atomic_load_explicit(&h->loader_sleeping, memory_order_relaxed))
+	if (atomic_load_explicit(&h->loader_sleeping, memory_order_relaxed) &&
+	    atomic_exchange(&h->loader_sleeping, 0))
 		al_ring_doorbell(h);
 	return 0;
 }
