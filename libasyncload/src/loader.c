@@ -657,7 +657,9 @@ static void sleep_until_work(struct loop *lp, bool batching)
 	uint32_t bell = atomic_load(&h->doorbell);
 	atomic_store(&h->loader_sleeping, 1);
 	atomic_thread_fence(memory_order_seq_cst);
-	if (!rings_empty(lp) || atomic_load(&h->shutdown_requested) || al_sigterm) {
+	/* While stopping, only the reads in flight matter: wait for them. */
+	bool stop_news = !lp->stopping && (atomic_load(&h->shutdown_requested) || al_sigterm);
+	if ((!lp->stopping && !rings_empty(lp)) || stop_news) {
 		atomic_store(&h->loader_sleeping, 0);
 		return;
 	}
