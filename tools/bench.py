@@ -663,6 +663,10 @@ def main():
     png_path = args.png or os.path.join(args.out, "bench.png")
     t_start = time.monotonic()
 
+    load = os.getloadavg()[0]
+    if load > 0.5 * (os.cpu_count() or 1):
+        # other work on the machine takes cores from every contender unevenly: say so
+        log(f"WARNING: load average {load:.1f} on {os.cpu_count()} cores; figures will be noisy")
     log(f"dataset {data} ({args.n} files, seed {args.seed})")
     manifest = make_dataset.make(data, args.n, args.seed)
     paths = [os.path.join(data, rel) for rel, _ in manifest["files"]]
@@ -726,6 +730,7 @@ def main():
     targets = evaluate(summary, ref, idle, cfg)
     command = "python3 tools/bench.py " + " ".join(sys.argv[1:])
     info = machine_info(data)
+    info.update(loadavg_at_start=round(load, 2), loadavg_at_end=round(os.getloadavg()[0], 2))
     wall = time.monotonic() - t_start
     report = dict(command=command.strip(), machine=info, cache_drop=cache.method,
                   dataset=dict(path=data, n=args.n, seed=args.seed,
