@@ -514,12 +514,19 @@ def evaluate(summary, ref, idle, cfg):
         a = rows.get(ref)
         if not a or "error" in a:
             continue
-        cn, c = best(rows, lambda n, s: s["group"] == "ceiling")
-        pn, p = best(rows, lambda n, s: s["group"] in ("python", "threads"))
+        # the ceiling is one ring (one thread); a ring per core is stricter when the data
+        # is cached, since one thread's memcpy caps a single ring: both are shown
+        cn, c = best(rows, lambda n, s: s["group"] == "ceiling" and "-t" not in n)
         if c:
             r = a["files_s"] / c["files_s"]
-            add(f"{mode}: {ref} vs the C ceiling", round(r, 3), f">= {need_ceiling}",
-                r >= need_ceiling, f"best ceiling row {cn}")
+            add(f"{mode}: {ref} vs the C ceiling (one ring)", round(r, 3), f">= {need_ceiling}",
+                r >= need_ceiling, f"best one-ring row {cn}")
+        tn, t = best(rows, lambda n, s: s["group"] == "ceiling" and "-t" in n)
+        if t:
+            r = a["files_s"] / t["files_s"]
+            add(f"{mode}: {ref} vs the C ceiling with a ring per core (stricter)", round(r, 3),
+                f">= {need_ceiling}", r >= need_ceiling, f"best row {tn}")
+        pn, p = best(rows, lambda n, s: s["group"] in ("python", "threads"))
         if p:
             r = a["files_s"] / p["files_s"]
             add(f"{mode}: {ref} vs the best Python reader", round(r, 3), f">= {need_python}",

@@ -59,6 +59,7 @@ struct run {
 	size_t      max_size;
 	int         oflags;
 	int         quiet;
+	int         async;   /* IOSQE_ASYNC on reads: copies run on io-wq threads, any core */
 	atomic_uint shown;   /* a wrong list should not flood the terminal: show the first 10 */
 };
 
@@ -128,7 +129,7 @@ static void *reader_loop(void *arg)
 			io_uring_sqe_set_data64(sqe, (uint64_t)s << 2 | OP_OPEN);
 			sqe = io_uring_get_sqe(&r->ring);
 			io_uring_prep_read(sqe, s, sl->buf, run->max_size, 0);
-			sqe->flags |= IOSQE_FIXED_FILE | IOSQE_IO_LINK;
+			sqe->flags |= IOSQE_FIXED_FILE | IOSQE_IO_LINK | (run->async ? IOSQE_ASYNC : 0);
 			io_uring_sqe_set_data64(sqe, (uint64_t)s << 2 | OP_READ);
 			sqe = io_uring_get_sqe(&r->ring);
 			io_uring_prep_close_direct(sqe, s);
@@ -197,11 +198,12 @@ static char **read_list(FILE *f, size_t *n)
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: uring_ceiling [-d depth] [-t threads] [-m max_file_bytes] [-D] [-q] [LIST|-]\n"
+		"usage: uring_ceiling [-d depth] [-t threads] [-a] [-m max_file_bytes] [-D] [-q] [LIST|-]\n"
 		"  -d N  chains in flight per thread (default 64; 1 is best when everything is cached)\n"
 		"  -t N  threads, each with its own ring (default 1; one thread copying cached\n"
 		"        pages is capped by one core's memcpy)\n"
 		"  -m N  largest file expected, bytes (default 64 MiB; a file that fills it is an error)\n"
+		"  -a    IOSQE_ASYNC on reads (io-wq threads do the copies, on every core)\n"
 		"  -D    O_DIRECT (bypass the page cache; the kernel pins the whole -m buffer per read,\n"
 		"        so set -m just above the largest file)\n"
 		"  -q    no per-file error lines\n");
@@ -213,13 +215,14 @@ int main(int argc, char **argv)
 	unsigned depth = 64;
 	size_t max_size = 64u << 20;
 	unsigned threads = 1;
-	int direct = 0, quiet = 0, opt;
+	int direct = 0, quiet = 0, async = 0, opt;
 
-	while ((opt = getopt(argc, argv, "d:t:m:Dqh")) != -1) {
+	while ((opt = getopt(argc, argv, "d:t:m:aDqh")) != -1) {
 		switch (opt) {
 		case 'd': depth = strtoul(optarg, NULL, 0); break;
 		case 't': threads = strtoul(optarg, NULL, 0); break;
 		case 'm': max_size = strtoull(optarg, NULL, 0); break;
+		case 'a': async = 1; break;
 		case 'D': direct = 1; break;
 		case 'q': quiet = 1; break;
 		default: usage();
@@ -241,7 +244,8 @@ int main(int argc, char **argv)
 
 	/* no O_CLOEXEC: a direct descriptor is not in the fd table, and the kernel rejects it */
 	struct run run = { .paths = paths, .n = n, .depth = depth, .max_size = max_size,
-			   .oflags = O_RDONLY | (direct ? O_DIRECT : 0), .quiet = quiet };
+			   .oflags = O_RDONLY | (direct ? O_DIRECT : 0), .quiet = quiet,
+			   .async = async };
 	struct reader *rd = calloc(threads, sizeof(*rd));
 	for (unsigned t = 0; t < threads; t++) {
 		rd[t].run = &run;
@@ -263,7 +267,8 @@ int main(int argc, char **argv)
 	double secs = now() - t0;
 
 	printf("{\"files\": %zu, \"bytes\": %llu, \"seconds\": %.6f, \"errors\": %zu, "
-	       "\"depth\": %u, \"threads\": %u, \"direct\": %s}\n",
-	       n, (unsigned long long)bytes, secs, errors, depth, threads, direct ? "true" : "false");
+	       "\"depth\": %u, \"threads\": %u, \"async\": %s, \"direct\": %s}\n",
+	       n, (unsigned long long)bytes, secs, errors, depth, threads, async ? "true" : "false",
+	       direct ? "true" : "false");
 	return errors ? 1 : 0;
 }
