@@ -1,0 +1,63 @@
+# Makefile - one-word entry points for building and testing asyncload.
+#   make setup     install system and Python dependencies (idempotent)
+#   make build     configure + compile the C library, tools and C tests
+#   make test-c    C tests, plain and under ASan+UBSan (build-san/)
+#   make test-py   pytest suite
+#   make test      all of the above (this is what .ci/run and the README run)
+#   make demo      a short demonstration through the Python package
+#   make bench     benchmarks (tools/bench.py)
+
+PYTHON ?= python3
+# meson/ninja come from pip; fall back to the module when the script is not on PATH
+MESON  ?= $(shell command -v meson 2>/dev/null || echo "$(PYTHON) -m mesonbuild.mesonmain")
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Debian's system python refuses pip installs without this (PEP 668); a
+# pyenv or venv python ignores it.
+export PIP_BREAK_SYSTEM_PACKAGES := 1
+
+.PHONY: setup build test-c test-py test demo bench clean
+
+setup:
+	@if ! dpkg -s liburing-dev >/dev/null 2>&1; then \
+		echo "installing liburing-dev pkg-config gcc"; \
+		$(SUDO) apt-get update && \
+		$(SUDO) apt-get install -y liburing-dev pkg-config gcc; \
+	fi
+	@if ! $(PYTHON) -m pip --version >/dev/null 2>&1; then \
+		$(SUDO) apt-get update && $(SUDO) apt-get install -y python3-pip python3-dev; \
+	fi
+	$(PYTHON) -m pip install meson ninja cffi pytest hypothesis pillow matplotlib
+	$(PYTHON) -m pip install torch==2.13.0
+	$(PYTHON) -m pip install -e .
+
+build:
+	@if [ ! -f build/build.ninja ]; then $(MESON) setup build; fi
+	$(MESON) compile -C build
+
+# -Db_lundef=false: the sanitizer runtimes are linked into the executables,
+# not into libasyncload.so, so the library may not insist on defined symbols.
+build-san/build.ninja:
+	$(MESON) setup build-san -Db_sanitize=address,undefined -Db_lundef=false
+
+test-c: build build-san/build.ninja
+	$(MESON) test -C build --print-errorlogs
+	$(MESON) test -C build-san --print-errorlogs
+
+test-py:
+	$(PYTHON) -m pytest -q tests/python
+
+test:
+	$(MAKE) setup
+	$(MAKE) test-c
+	$(MAKE) test-py
+
+demo:
+	$(MAKE) setup
+	$(PYTHON) -m asyncload demo
+
+bench:
+	$(PYTHON) tools/bench.py
+
+clean:
+	rm -rf build build-san
