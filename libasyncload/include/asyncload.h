@@ -34,6 +34,7 @@ extern "C" {
 #define ASYNCLOAD_MAX_FILE_SIZE    (1ull << 36)   /* 64 GiB per entry */
 #define ASYNCLOAD_PATH_MAX         4096u          /* including the NUL */
 #define ASYNCLOAD_HANDLE_MAX       128u           /* handle string, with NUL */
+#define ASYNCLOAD_MAX_IDLE_ITERS   20000u         /* one idle poll waits 50 us: at most 1 s */
 
 /* length argument of asyncload_worker_request_range(): to the end of file */
 #define ASYNCLOAD_WHOLE_FILE UINT64_MAX
@@ -47,9 +48,14 @@ struct asyncload_options {
 	uint64_t max_file_size; /* largest file (or range) an entry holds; larger loads fail -EFBIG */
 	uint32_t n_workers;
 	uint32_t dispatch_n;    /* submit once this many requests are pending ...            */
-	uint32_t idle_iters;    /* ... or after this many polls bring nothing new (0: at once) */
+	uint32_t idle_iters;    /* ... or after this many polls bring nothing new (0: at once);
+	                         * a poll waits up to 50 us for new requests. dispatch_n is
+	                         * capped at n_workers * queue_depth. */
 	bool     direct;        /* O_DIRECT: bypass the page cache (falls back where unsupported) */
-	const char *root;       /* NULL, or confine every load to this directory tree */
+	const char *root;       /* NULL, or confine every load to this directory tree:
+	                         * relative paths resolve against it, absolute ones must
+	                         * lie beneath it, and nothing (.., symlinks) escapes it
+	                         * (-EXDEV), enforced by the kernel (RESOLVE_BENEATH) */
 };
 
 /* Fills *opts with the defaults: queue_depth 64, max_file_size 64 MiB,

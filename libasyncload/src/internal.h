@@ -72,6 +72,7 @@ struct al_header {
 
 	int32_t creator_pid, creator_fd;
 	uint32_t confined;       /* loads resolve beneath root[] (openat2) */
+	uint32_t root_len;
 	char root[ASYNCLOAD_PATH_MAX];
 
 	_Alignas(AL_CACHELINE) _Atomic uint32_t state;
@@ -106,6 +107,8 @@ struct al_entry_shm {
 	uint32_t gen;            /* owner generation when requested */
 	int32_t error;
 	uint32_t name_off;       /* where the caller's path starts in path[] */
+	uint32_t open_off;       /* where the path the loader opens starts */
+	uint32_t _pad0;
 	uint64_t offset;
 	uint64_t length;         /* ASYNCLOAD_WHOLE_FILE or a range length */
 	uint64_t size;

@@ -99,6 +99,7 @@ struct req {
 	uint64_t got;
 	uint64_t last_ask;
 	struct statx stx;
+	struct open_how how;
 };
 
 struct fifo {
@@ -247,7 +248,7 @@ static void prep_statx_path(struct loop *lp, uint32_t idx)
 	struct req *r = &lp->reqs[idx];
 	struct al_entry_shm *e = al_entry_at(lp->h, idx);
 	struct io_uring_sqe *sqe = get_sqe(lp);
-	io_uring_prep_statx(sqe, AT_FDCWD, e->path, AT_STATX_SYNC_AS_STAT, STATX_TYPE | STATX_SIZE, &r->stx);
+	io_uring_prep_statx(sqe, AT_FDCWD, e->path + e->open_off, AT_STATX_SYNC_AS_STAT, STATX_TYPE | STATX_SIZE, &r->stx);
 	io_uring_sqe_set_data64(sqe, ud(idx, OP_STATX));
 	r->phase = PH_STATX;
 }
@@ -284,18 +285,18 @@ static void prep_open(struct loop *lp, uint32_t idx)
 	struct req *r = &lp->reqs[idx];
 	struct al_entry_shm *e = al_entry_at(lp->h, idx);
 	if (lp->h->confined) {
-		struct open_how how = {
-			.flags = (uint64_t)open_flags(r, false),
-			.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
-		};
+		/* The kernel reads `how` when the SQE is submitted, not now. */
+		memset(&r->how, 0, sizeof(r->how));
+		r->how.flags = (uint64_t)open_flags(r, false);
+		r->how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
 		struct io_uring_sqe *sqe = get_sqe(lp);
-		io_uring_prep_openat2(sqe, lp->root_fd, e->path, &how);
+		io_uring_prep_openat2(sqe, lp->root_fd, e->path + e->open_off, &r->how);
 		io_uring_sqe_set_data64(sqe, ud(idx, OP_OPEN));
 		r->cqes_left = 1;
 	} else {
 		ensure_sq_space(lp, 2);
 		struct io_uring_sqe *sqe = get_sqe(lp);
-		io_uring_prep_openat_direct(sqe, AT_FDCWD, e->path, open_flags(r, true), 0, (unsigned)r->slot);
+		io_uring_prep_openat_direct(sqe, AT_FDCWD, e->path + e->open_off, open_flags(r, true), 0, (unsigned)r->slot);
 		io_uring_sqe_set_data64(sqe, ud(idx, OP_OPEN));
 		sqe->flags |= IOSQE_IO_LINK;
 		prep_read(lp, idx, get_sqe(lp));
@@ -368,14 +369,21 @@ static int plan_read(struct loop *lp, uint32_t idx)
 	 * is unknown until read: read until EOF, up to one byte past the limit. */
 	r->size_known = fsize != 0;
 	if (!r->size_known) {
-		r->want = to_end ? max + 1 : e->length;
+		/* past any /proc-style file: nothing to read (and no negative off_t) */
+		r->want = start > INT64_MAX - max ? 0 : to_end ? max + 1 : e->length;
 	} else {
 		uint64_t avail = fsize > start ? fsize - start : 0;
 		if (to_end && avail > max)
 			return -EFBIG;
 		r->want = to_end || avail < e->length ? avail : e->length;
 	}
-	if (r->direct) {
+	if (r->want == 0) {
+		/* Still opened and read (0 bytes), so permissions are checked,
+		 * but never at an offset beyond what off_t holds. */
+		r->file_off = 0;
+		r->skew = 0;
+		r->target = 0;
+	} else if (r->direct) {
 		r->file_off = start & ~(uint64_t)(AL_PAGE - 1);
 		r->skew = (uint32_t)(start - r->file_off);
 		r->target = (r->skew + r->want + AL_PAGE - 1) & ~(uint64_t)(AL_PAGE - 1);
@@ -565,6 +573,8 @@ static uint32_t pull_requests(struct loop *lp)
 				continue; /* already being served: a misbehaving worker */
 			struct al_entry_shm *e = al_entry_at(h, idx);
 			e->path[ASYNCLOAD_PATH_MAX - 1] = '\0';
+			if (e->open_off >= ASYNCLOAD_PATH_MAX)
+				e->open_off = 0;
 			memset(r, 0, sizeof(*r));
 			r->slot = -1;
 			r->fd = -1;

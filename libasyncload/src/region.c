@@ -144,6 +144,8 @@ static int check_options(const struct asyncload_options *o)
 		return -EINVAL;
 	if (o->max_file_size == 0 || o->max_file_size > ASYNCLOAD_MAX_FILE_SIZE)
 		return -EINVAL;
+	if (o->idle_iters > ASYNCLOAD_MAX_IDLE_ITERS)
+		return -EINVAL;
 	if (o->root && (o->root[0] == '\0' || strlen(o->root) >= ASYNCLOAD_PATH_MAX))
 		return -EINVAL;
 	return 0;
@@ -231,7 +233,8 @@ ASYNCLOAD_EXPORT int asyncload_loader_new(asyncload_loader **ret, const struct a
 	h->queue_depth = opts->queue_depth;
 	h->n_workers = opts->n_workers;
 	h->max_file_size = opts->max_file_size;
-	h->dispatch_n = opts->dispatch_n ? opts->dispatch_n : 1;
+	/* more pending requests than entries can never be reached */
+	h->dispatch_n = opts->dispatch_n == 0 ? 1 : opts->dispatch_n > total ? total : opts->dispatch_n;
 	h->idle_iters = opts->idle_iters;
 	h->direct = opts->direct;
 	h->ring_size = ring_size;
@@ -245,6 +248,7 @@ ASYNCLOAD_EXPORT int asyncload_loader_new(asyncload_loader **ret, const struct a
 	h->creator_fd = fd;
 	if (root) {
 		h->confined = 1;
+		h->root_len = (uint32_t)strlen(root);
 		strcpy(h->root, root);
 	}
 	for (uint32_t i = 0; i < total; i++) {

@@ -241,6 +241,7 @@ ASYNCLOAD_EXPORT int asyncload_worker_request_range(asyncload_worker *w, const c
 	e->data_skew = 0;
 	e->offset = offset;
 	e->length = length;
+	e->open_off = 0;
 	if (prefix) {
 		memcpy(e->path, cwd, prefix);
 		e->path[prefix] = '/';
@@ -253,6 +254,14 @@ ASYNCLOAD_EXPORT int asyncload_worker_request_range(asyncload_worker *w, const c
 	} else {
 		memcpy(e->path, path, plen + 1);
 		e->name_off = 0;
+		/* An absolute path inside root is opened relative to it. */
+		if (h->confined && path[0] == '/') {
+			if (h->root_len == 1) /* root is "/" */
+				e->open_off = 1;
+			else if (plen > h->root_len && memcmp(path, h->root, h->root_len) == 0 &&
+			         path[h->root_len] == '/')
+				e->open_off = h->root_len + 1;
+		}
 	}
 	struct al_worker_shm *ws = w->shm;
 	uint32_t tail = atomic_load_explicit(&ws->req_tail, memory_order_relaxed);
