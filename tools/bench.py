@@ -373,6 +373,11 @@ def run_child(spec, out_dir, timeout):
         out, err = "", f"timed out after {timeout} s"
     sampler.stop.set()
     sampler.join()
+    for leftover in (spec["pids_path"], spec["pids_path"] + ".tmp"):
+        try:
+            os.unlink(leftover)
+        except FileNotFoundError:
+            pass
     lines = out.strip().splitlines()
     if p.returncode or not lines:
         raise RuntimeError(err.strip()[-2000:] or f"exit status {p.returncode}")
@@ -757,7 +762,8 @@ def main():
     except ImportError:
         log("matplotlib is missing (pip install matplotlib): no chart")
     md = [f"Command: `{report['command']}`  ", f"Dataset: {title}  ",
-          f"Machine: {info}", fmt_table(summary, ref, modes)]
+          "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()),
+          fmt_table(summary, ref, modes)]
     if idle and "pct_core" in idle:
         md.append(f"\nIdle loader: {idle['pct_core']:.3f} % of a core over {idle['seconds']:.1f} s")
     if targets:
