@@ -301,6 +301,13 @@ class FileDataset(_tud.Dataset):
         self._slot = slot
         return slot
 
+    @property
+    def worker(self) -> Worker:
+        """The :class:`asyncload.Worker` slot this process reads through
+        (claimed on first access): DataLoader worker k's is slot k, the main
+        process's is slot ``n_workers - 1``."""
+        return self._claim().worker
+
     # -- items -------------------------------------------------------------
 
     @property
