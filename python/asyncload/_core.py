@@ -89,6 +89,7 @@ def _after_fork_in_child() -> None:
         w._forget_after_fork()
     for loader in list(_all_loaders):
         loader._lock = threading.RLock()
+        loader._runs = []  # the threads running them did not survive fork
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -614,6 +615,8 @@ class Loader:
         self._creator_pid = os.getpid()
         self._pid: Optional[int] = None
         self._lock = threading.RLock()
+        # one Event per become_loader() call in progress in this process
+        self._runs: list[threading.Event] = []
         self._workers: "weakref.WeakValueDictionary[int, Worker]" = (
             weakref.WeakValueDictionary())
         self._entries: "weakref.WeakSet[Entry]" = weakref.WeakSet()
@@ -705,20 +708,38 @@ class Loader:
         shuts the loader down and KeyboardInterrupt propagates.
         """
         ptr = self._live()
-        if threading.current_thread() is not threading.main_thread():
-            check_error(lib.asyncload_loader_run(ptr))
-            return
+        done = threading.Event()
+        with self._lock:
+            self._runs.append(done)
         result: list[int] = []
-        t = threading.Thread(target=lambda: result.append(lib.asyncload_loader_run(ptr)),
-                             name="asyncload-loader", daemon=True)
-        t.start()
+
+        def run() -> None:
+            try:
+                result.append(lib.asyncload_loader_run(ptr))
+            finally:
+                done.set()
+
         try:
-            while t.is_alive():
-                t.join(_WAIT_SLICE_MS / 1000)
-        except BaseException:
-            lib.asyncload_loader_shutdown(ptr)
-            t.join(10)
-            raise
+            if threading.current_thread() is not threading.main_thread():
+                run()
+            else:
+                t = threading.Thread(target=run, name="asyncload-loader", daemon=True)
+                try:
+                    # start() itself waits, so Ctrl-C may land inside it:
+                    # keep it in the try, or the loop would run unstopped.
+                    t.start()
+                    while not done.wait(_WAIT_SLICE_MS / 1000):
+                        pass
+                except BaseException:
+                    # Before the loop started, shutdown() makes run() return
+                    # at once; after, it stops the loop.
+                    lib.asyncload_loader_shutdown(ptr)
+                    if t.is_alive() or t.ident is not None:
+                        done.wait(10)
+                    raise
+        finally:
+            with self._lock:
+                self._runs.remove(done)
         if result:
             check_error(result[0])
 
@@ -746,6 +767,12 @@ class Loader:
             ptr = self._cptr
             if ptr is None:
                 return
+            # A loop still running in this process (become_loader) reads the
+            # region: stop it before unmapping.
+            if self._runs:
+                lib.asyncload_loader_shutdown(ptr)
+                for done in list(self._runs):
+                    done.wait(10)
             clean = True
             for e in list(self._entries):
                 e._invalidate()

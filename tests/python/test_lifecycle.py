@@ -242,3 +242,26 @@ def test_ctrl_c_stops_become_loader() -> None:
     """)
     assert "interrupted" in res.stdout and "stopped" in res.stdout, (res.stdout, res.stderr)
     assert res.returncode == 0, res.stderr
+
+
+def test_close_stops_become_loader_thread() -> None:
+    # close() must stop a loop running in this process before unmapping it
+    ld = asyncload.Loader(4, 4096, 1)
+    errors: List[BaseException] = []
+
+    def run() -> None:
+        try:
+            ld.become_loader()
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    deadline = time.monotonic() + 5
+    while not ld.running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ld.running
+    ld.close()
+    t.join(5)
+    assert not t.is_alive()
+    assert errors == []
