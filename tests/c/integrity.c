@@ -146,6 +146,33 @@ static void run(const char *dir, const struct asyncload_options *o, int rounds)
 	asyncload_loader_free(l);
 }
 
+/* dispatch_n that can never be reached and idle_iters of days: either
+ * refused up front or a lone request is still answered (nothing is held
+ * forever). */
+static void extreme_batching(const char *dir)
+{
+	struct asyncload_options o = t_opts(2, 1 << 20, 1);
+	asyncload_loader *l = NULL;
+	asyncload_worker *w = NULL;
+	asyncload_entry *e;
+	pid_t pid;
+
+	o.dispatch_n = UINT32_MAX;
+	o.idle_iters = UINT32_MAX;
+	int r = asyncload_loader_new(&l, &o);
+	if (r == -EINVAL)
+		return;
+	CHECK_OK(r);
+	CHECK_OK(asyncload_loader_spawn(l, &pid));
+	CHECK_OK(asyncload_worker_get(l, 0, &w));
+	CHECK_OK(asyncload_worker_request(w, t_path(dir, files[1].name)));
+	CHECK_OK(t_get(w, &e));
+	CHECK_OK(asyncload_entry_error(e));
+	asyncload_entry_release(e);
+	asyncload_worker_free(w);
+	asyncload_loader_free(l);
+}
+
 int main(void)
 {
 	static const uint64_t maxes[] = { 1u << 20, 300001 };
@@ -175,6 +202,8 @@ int main(void)
 		o.idle_iters = 4;
 		o.queue_depth = 5;
 		run(dir, &o, 1);
+		if (m == 0)
+			extreme_batching(dir);
 	}
 	printf("integrity: ok\n");
 	return T_EXIT_PASS;

@@ -33,6 +33,10 @@ static const struct rcase cases[] = {
 	{ FSIZE, 10, 0, 0 },                     /* at EOF */
 	{ 200000, 10, 0, 0 },                    /* past EOF */
 	{ 1ull << 40, 10, 0, 0 },                /* far past EOF */
+	{ (1ull << 63) - 1, 10, 0, 0 },          /* largest off_t */
+	{ 1ull << 63, 10, 0, 0 },                /* beyond off_t: still just past EOF */
+	{ UINT64_MAX - 5, 10, 0, 0 },            /* offset + length overflows */
+	{ 1ull << 63, ASYNCLOAD_WHOLE_FILE, 0, 0 },
 	{ 0, MAXSIZE + 1, -EFBIG, 0 },           /* longer than max */
 	{ 99000, 70000, -EFBIG, 0 },             /* longer than max, file shorter */
 	{ 50000, ASYNCLOAD_WHOLE_FILE, 0, 50000 },
