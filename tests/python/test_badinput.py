@@ -513,9 +513,16 @@ def jail(tmp_path: pathlib.Path) -> Dict[str, Any]:
     ("/etc/hostname", (errno.EXDEV, b"")),
     ("/proc/self/root/etc/hostname", (errno.EXDEV, b"")),
     ("/", (errno.EXDEV, b"")),
-    # absolute paths are refused even when they name a file inside root,
-    # and so are absolute symlinks (RESOLVE_BENEATH): documented behaviour
-    ("ABS:inner.bin", (errno.EXDEV, b"")),
+    # an absolute path naming a file inside root loads (made root-relative);
+    # one that leaves root again through ".." or a symlink does not
+    ("ABS:inner.bin", (0, b"inside")),
+    ("ABS:sub/deep.bin", (0, b"deeper")),
+    ("ABS:sub/../inner.bin", (0, b"inside")),
+    ("ABS:../outside.bin", (errno.EXDEV, b"")),
+    ("ABS:rel_out", (errno.EXDEV, b"")),
+    ("ABS:.", (errno.EISDIR, b"")),
+    ("ABSX:", (errno.EXDEV, b"")),  # root's name plus a suffix: a sibling
+    # absolute symlinks are refused even when they point inside (RESOLVE_BENEATH)
     ("abs_in", (errno.EXDEV, b"")),
 ])
 def test_confinement(jail: Dict[str, Any], path: str, want: Tuple[int, bytes]) -> None:
@@ -524,7 +531,11 @@ def test_confinement(jail: Dict[str, Any], path: str, want: Tuple[int, bytes]) -
     inside work, relative paths are relative to root."""
     root = jail["root"]
     if path.startswith("ABS:"):
-        path = str(root / path[4:])
+        path = str(root) + "/" + path[4:]
+    elif path.startswith("ABSX:"):
+        (root.parent / (root.name + "x")).mkdir()
+        (root.parent / (root.name + "x") / "inner.bin").write_bytes(b"sibling")
+        path = str(root) + "x/inner.bin"
     good = {"inner.bin": b"inside", "sub/deep.bin": b"deeper"}
     with asyncload.Loader(4, MAX, 1, root=root) as loader:
         w = loader.get_worker_context(0)
