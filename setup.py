@@ -14,4 +14,7 @@ setup(
     package_data={"asyncload": ["py.typed", "_asyncload_cdef.h"]},
     cffi_modules=["python/asyncload/_build.py:ffibuilder"],
     zip_safe=False,
+    # build/ belongs to meson (the C library and its tests): keep setuptools'
+    # intermediate files out of it.
+    options={"build": {"build_base": "build-py"}},
 )

@@ -94,7 +94,7 @@ if __name__ == "__main__":
     # (what `pip install -e .` does, without pip).
     import shutil
 
-    tmp = os.path.join(_ROOT, "build", "cffi")
+    tmp = os.path.join(_ROOT, "build-py", "cffi")
     built = _make_ffi(absolute=True).compile(tmpdir=tmp, verbose=True)
     shutil.copy(built, _HERE)
     print(f"copied {os.path.basename(built)} to {_HERE}")
