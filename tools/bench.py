@@ -11,6 +11,7 @@ Contenders, all reading the same shuffled list in the same run:
   asyncload-qdQ     N worker processes, each keeping Q requests in flight through the Python API
   asyncload-proto   prototype-era settings: dispatch_n=8, idle_iters=100
   asyncload-direct  direct=True (O_DIRECT)
+  ceiling-d1-statx  diagnostic: the ceiling with a STATX before each open, as the loader does
   ceiling-dD[-tT]   tools/uring_ceiling.c: C + io_uring, no IPC, no Python, queue depth D,
                     T threads with a ring each (one thread is capped by one core's memcpy when
                     the data is cached; T = --procs gives it the cores asyncload's workers get)
@@ -386,9 +387,9 @@ def run_child(spec, out_dir, timeout):
     return res
 
 
-def run_ceiling(exe, depth, threads, list_path, max_size, timeout):
+def run_ceiling(exe, depth, threads, list_path, max_size, timeout, flags=()):
     p = subprocess.Popen([exe, "-q", "-d", str(depth), "-t", str(threads), "-m", str(max_size),
-                          list_path],
+                          *flags, list_path],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     sampler = MemSampler(pid=p.pid)
     sampler.start()
@@ -429,6 +430,9 @@ def contenders(args, have_asyncload, have_ceiling):
             for d in sorted({1, *args.depths}):
                 out.append(dict(name=f"ceiling-d{d}" + (f"-t{t}" if t > 1 else ""),
                                 kind="ceiling", depth=d, threads=t, group="ceiling"))
+        # diagnostic, not a ceiling: what a STATX before every open costs (the loader does one)
+        out.append(dict(name="ceiling-d1-statx", kind="ceiling", depth=1, threads=1,
+                        flags=["-s"], group="ceiling-diag"))
     if args.only:
         rx = re.compile(args.only)
         out = [c for c in out if rx.search(c["name"])]
@@ -710,7 +714,7 @@ def main():
                 try:
                     if c["kind"] == "ceiling":
                         r = run_ceiling(ceiling, c["depth"], c["threads"], list_path, ceil_max,
-                                        args.timeout)
+                                        args.timeout, c.get("flags", ()))
                     else:
                         r = run_child(dict(c, list_path=list_path), args.out, args.timeout)
                     if r["bytes"] != manifest["total_bytes"] and not r["errors"]:

@@ -28,13 +28,14 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { OP_OPEN, OP_READ, OP_CLOSE };
+enum { OP_OPEN, OP_READ, OP_CLOSE, OP_STATX };
 
 struct slot {
 	void   *buf;
 	int     left;      /* CQEs of this chain still to come */
 	int     open_res;
 	size_t  path;      /* index into the list, for error messages */
+	struct statx stx;
 };
 
 static double now(void)
@@ -60,6 +61,8 @@ struct run {
 	int         oflags;
 	int         quiet;
 	int         async;   /* IOSQE_ASYNC on reads: copies run on io-wq threads, any core */
+	int         statx;   /* a STATX of the path before each chain, as a loader that must
+	                        refuse FIFOs and devices before opening them does */
 	atomic_uint shown;   /* a wrong list should not flood the terminal: show the first 10 */
 };
 
@@ -103,6 +106,25 @@ static void report(struct run *run, const char *op, size_t path, const char *msg
 		fprintf(stderr, "uring_ceiling: %s %s: %s\n", op, run->paths[path], msg);
 }
 
+/* openat (direct slot s) -> read -> close, linked: one submit per file. */
+static void queue_chain(struct reader *r, unsigned s)
+{
+	struct run *run = r->run;
+	struct slot *sl = &r->slots[s];
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+
+	io_uring_prep_openat_direct(sqe, AT_FDCWD, run->paths[sl->path], run->oflags, 0, s);
+	sqe->flags |= IOSQE_IO_LINK;
+	io_uring_sqe_set_data64(sqe, (uint64_t)s << 2 | OP_OPEN);
+	sqe = io_uring_get_sqe(&r->ring);
+	io_uring_prep_read(sqe, s, sl->buf, run->max_size, 0);
+	sqe->flags |= IOSQE_FIXED_FILE | IOSQE_IO_LINK | (run->async ? IOSQE_ASYNC : 0);
+	io_uring_sqe_set_data64(sqe, (uint64_t)s << 2 | OP_READ);
+	sqe = io_uring_get_sqe(&r->ring);
+	io_uring_prep_close_direct(sqe, s);
+	io_uring_sqe_set_data64(sqe, (uint64_t)s << 2 | OP_CLOSE);
+}
+
 static void *reader_loop(void *arg)
 {
 	struct reader *r = arg;
@@ -120,20 +142,18 @@ static void *reader_loop(void *arg)
 			struct slot *sl = &r->slots[s];
 			struct io_uring_sqe *sqe;
 
-			sl->left = 3;
 			sl->open_res = 0;
 			sl->path = idx;
-			sqe = io_uring_get_sqe(&r->ring);
-			io_uring_prep_openat_direct(sqe, AT_FDCWD, run->paths[idx], run->oflags, 0, s);
-			sqe->flags |= IOSQE_IO_LINK;
-			io_uring_sqe_set_data64(sqe, (uint64_t)s << 2 | OP_OPEN);
-			sqe = io_uring_get_sqe(&r->ring);
-			io_uring_prep_read(sqe, s, sl->buf, run->max_size, 0);
-			sqe->flags |= IOSQE_FIXED_FILE | IOSQE_IO_LINK | (run->async ? IOSQE_ASYNC : 0);
-			io_uring_sqe_set_data64(sqe, (uint64_t)s << 2 | OP_READ);
-			sqe = io_uring_get_sqe(&r->ring);
-			io_uring_prep_close_direct(sqe, s);
-			io_uring_sqe_set_data64(sqe, (uint64_t)s << 2 | OP_CLOSE);
+			if (run->statx) {
+				sl->left = 4;
+				sqe = io_uring_get_sqe(&r->ring);
+				io_uring_prep_statx(sqe, AT_FDCWD, run->paths[idx], 0,
+						    STATX_TYPE | STATX_SIZE, &sl->stx);
+				io_uring_sqe_set_data64(sqe, (uint64_t)s << 2 | OP_STATX);
+			} else {
+				sl->left = 3;
+				queue_chain(r, s);
+			}
 			r->in_flight++;
 		}
 		if (!r->in_flight)
@@ -148,7 +168,15 @@ static void *reader_loop(void *arg)
 			unsigned s = cqe->user_data >> 2, op = cqe->user_data & 3;
 			struct slot *sl = &r->slots[s];
 			seen++;
-			if (op == OP_OPEN) {
+			if (op == OP_STATX) {
+				if (cqe->res < 0) {
+					sl->open_res = cqe->res;
+					sl->left = 1;   /* no chain follows: the slot is done below */
+					report(run, "statx", sl->path, strerror(-cqe->res));
+				} else {
+					queue_chain(r, s);
+				}
+			} else if (op == OP_OPEN) {
 				sl->open_res = cqe->res;
 				if (cqe->res < 0)
 					report(run, "open", sl->path, strerror(-cqe->res));
@@ -198,12 +226,14 @@ static char **read_list(FILE *f, size_t *n)
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: uring_ceiling [-d depth] [-t threads] [-a] [-m max_file_bytes] [-D] [-q] [LIST|-]\n"
+		"usage: uring_ceiling [-d depth] [-t threads] [-a] [-s] [-m max_file_bytes] [-D] [-q] [LIST|-]\n"
 		"  -d N  chains in flight per thread (default 64; 1 is best when everything is cached)\n"
 		"  -t N  threads, each with its own ring (default 1; one thread copying cached\n"
 		"        pages is capped by one core's memcpy)\n"
 		"  -m N  largest file expected, bytes (default 64 MiB; a file that fills it is an error)\n"
 		"  -a    IOSQE_ASYNC on reads (io-wq threads do the copies, on every core)\n"
+		"  -s    STATX each path first, then the chain (what a loader that checks the\n"
+		"        file type before opening pays)\n"
 		"  -D    O_DIRECT (bypass the page cache; the kernel pins the whole -m buffer per read,\n"
 		"        so set -m just above the largest file)\n"
 		"  -q    no per-file error lines\n");
@@ -215,14 +245,15 @@ int main(int argc, char **argv)
 	unsigned depth = 64;
 	size_t max_size = 64u << 20;
 	unsigned threads = 1;
-	int direct = 0, quiet = 0, async = 0, opt;
+	int direct = 0, quiet = 0, async = 0, stx = 0, opt;
 
-	while ((opt = getopt(argc, argv, "d:t:m:aDqh")) != -1) {
+	while ((opt = getopt(argc, argv, "d:t:m:asDqh")) != -1) {
 		switch (opt) {
 		case 'd': depth = strtoul(optarg, NULL, 0); break;
 		case 't': threads = strtoul(optarg, NULL, 0); break;
 		case 'm': max_size = strtoull(optarg, NULL, 0); break;
 		case 'a': async = 1; break;
+		case 's': stx = 1; break;
 		case 'D': direct = 1; break;
 		case 'q': quiet = 1; break;
 		default: usage();
@@ -245,7 +276,7 @@ int main(int argc, char **argv)
 	/* no O_CLOEXEC: a direct descriptor is not in the fd table, and the kernel rejects it */
 	struct run run = { .paths = paths, .n = n, .depth = depth, .max_size = max_size,
 			   .oflags = O_RDONLY | (direct ? O_DIRECT : 0), .quiet = quiet,
-			   .async = async };
+			   .async = async, .statx = stx };
 	struct reader *rd = calloc(threads, sizeof(*rd));
 	for (unsigned t = 0; t < threads; t++) {
 		rd[t].run = &run;
@@ -267,8 +298,8 @@ int main(int argc, char **argv)
 	double secs = now() - t0;
 
 	printf("{\"files\": %zu, \"bytes\": %llu, \"seconds\": %.6f, \"errors\": %zu, "
-	       "\"depth\": %u, \"threads\": %u, \"async\": %s, \"direct\": %s}\n",
+	       "\"depth\": %u, \"threads\": %u, \"async\": %s, \"statx\": %s, \"direct\": %s}\n",
 	       n, (unsigned long long)bytes, secs, errors, depth, threads, async ? "true" : "false",
-	       direct ? "true" : "false");
+	       stx ? "true" : "false", direct ? "true" : "false");
 	return errors ? 1 : 0;
 }
