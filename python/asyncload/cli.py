@@ -18,7 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 from ._core import Loader, Worker
 
@@ -137,7 +137,7 @@ def run_load(directory: str, ext: Optional[str], workers: int, queue_depth: int,
         # Round up to whole pages: O_DIRECT needs aligned buffers anyway.
         max_file_size = max(4096, (max(sizes) + 4095) // 4096 * 4096)
     workers = max(1, min(workers, len(paths)))
-    ctx = mp.get_context(start_method)
+    ctx: Any = mp.get_context(start_method)  # typeshed lacks Process on BaseContext
     reports: "mp.Queue[Tuple]" = ctx.Queue()
     errors: List[str] = []
     mismatches: List[str] = []

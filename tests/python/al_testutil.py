@@ -7,6 +7,8 @@ import os
 import random
 from typing import Dict, List
 
+import asyncload
+
 
 def make_files(root: str, n: int, seed: int = 0, max_size: int = 200_000) -> Dict[str, bytes]:
     """n files with random content and varied sizes under root; path -> bytes.
@@ -26,7 +28,7 @@ def make_files(root: str, n: int, seed: int = 0, max_size: int = 200_000) -> Dic
     return out
 
 
-def load_and_check(worker, expected: Dict[str, bytes]) -> List[str]:
+def load_and_check(worker: "asyncload.Worker", expected: Dict[str, bytes]) -> List[str]:
     """Load every path through worker.load(); return a list of problems."""
     problems: List[str] = []
     seen = set()
