@@ -572,16 +572,18 @@ def fmt_table(summary, ref, modes):
             continue
         a = rows.get(ref)
         lines.append(f"\n**{mode}** (ratio = files/s ÷ {ref})\n")
-        lines.append("| contender | files/s | GB/s | ratio | CPU s/GB | peak mem MB | errors |")
-        lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        lines.append("| contender | files/s | GB/s | ratio | CPU s/GB | CPU µs/file | peak mem MB "
+                     "| errors |")
+        lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for name, s in rows.items():
             if "error" in s:
-                lines.append(f"| {name} | failed: {s['error'].splitlines()[-1][:80]} | | | | | |")
+                lines.append(f"| {name} | failed: {s['error'].splitlines()[-1][:80]} | | | | | | |")
                 continue
             ratio = (f"{s['files_s'] / a['files_s']:.2f}" if a and "error" not in a else "-")
             shown = f"**{name}**" if name == ref else name
             lines.append(f"| {shown} | {s['files_s']:,.0f} | {s['gb_s']:.2f} | {ratio} | "
-                         f"{s['cpu_s_per_gb']:.2f} | {s['peak_mem_mb']:.0f} | {s['errors']} |")
+                         f"{s['cpu_s_per_gb']:.2f} | {1e6 * s['cpu_s'] / s['files']:.0f} | "
+                         f"{s['peak_mem_mb']:.0f} | {s['errors']} |")
     return "\n".join(lines)
 
 
