@@ -149,6 +149,13 @@ def test_entry_inherited_through_fork_is_not_released_by_child(
 
     assert _fork_and_wait(child) == 0
     assert e.get_data() == files[path]  # parent's entry untouched
+    # ... and still held: only queue_depth - 1 entries are free
+    queued = 0
+    while w.request(path):
+        queued += 1
+    assert queued == loader.queue_depth - 1
+    for _ in range(queued):
+        w.wait_get(timeout=5).release()
     e.release()
 
 
