@@ -1,0 +1,376 @@
+#!/usr/bin/env python3
+"""Benchmark a PyTorch DataLoader epoch over real JPEGs: plain file-reading Dataset vs asyncload.
+
+    python3 tools/bench_torch.py                       # 3000 JPEGs, 3 repeats, table + targets
+    python3 tools/bench_torch.py --n 500 --repeats 1   # a quick look
+    python3 tools/bench_torch.py --json bench-out/torch.json
+
+Issue 5's measurement: DataLoader with 2 workers, batch 64, shuffled, persistent workers, over
+JPEGs made with Pillow (ImageNet-like: a few hundred pixels a side, ~110 KB on average), in two
+workloads -- (a) "decode": Pillow decode + resize to 224x224, returned as uint8 tensors, and
+(b) "raw": the bytes only (each is crc32-checksummed, so every byte is delivered and checked) --
+each with a cold page cache (`sync; echo 3 > /proc/sys/vm/drop_caches`, needs root; otherwise
+posix_fadvise(DONTNEED) per file) and a warm one. The contenders are a plain Dataset whose
+__getitem__ does open().read(), and asyncload.torch.FileDataset; their epochs are interleaved so
+that drift in a shared machine's load hits both alike. Reported: the median epoch time of each
+cell and the issue's targets:
+
+  decode: asyncload cold <= 1.05 x asyncload warm   (the cold-storage stall is hidden)
+  decode: asyncload warm <= 1.05 x plain warm       (never slower)
+  raw, cold: plain / asyncload >= 2                 (reads overlap instead of queueing)
+
+Nothing here is timed before the workers run: an untimed warm-up epoch starts the DataLoader
+workers and the loader process first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from asyncload.torch import FileDataset
+
+FORMAT = 1                 # bump when the image recipe changes: old trees are rebuilt
+N_CLASSES = 100
+MANIFEST = "MANIFEST.json"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ------------------------------------------------------------------ dataset
+
+
+def _make_one(args: Tuple[str, int, int]) -> int:
+    """Write one JPEG: a smooth random picture plus noise; returns its size.
+
+    Sides and noise are drawn so that sizes spread like a photo collection
+    (tens of KB to a few hundred) with a mean near ImageNet's 110 KB.
+    """
+    from PIL import Image
+
+    path, seed, i = args
+    rng = np.random.default_rng([seed, FORMAT, i])
+    w = int(rng.integers(400, 760))
+    h = int(w * rng.uniform(0.6, 1.0))
+    base = rng.integers(0, 256, (int(rng.integers(3, 9)), int(rng.integers(3, 9)), 3),
+                        dtype=np.uint8)
+    smooth = np.asarray(Image.fromarray(base).resize((w, h), Image.BICUBIC), dtype=np.int16)
+    amp = rng.uniform(8.0, 42.0)
+    noisy = smooth + rng.normal(0.0, amp, (h, w, 3)).astype(np.int16)
+    im = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+    tmp = path + ".tmp"
+    im.save(tmp, "JPEG", quality=int(rng.integers(75, 95)))
+    os.replace(tmp, path)
+    return os.path.getsize(path)
+
+
+def make_jpegs(root: str, n: int, seed: int, jobs: int) -> List[str]:
+    """Build (or reuse) n JPEGs in N_CLASSES folders under root; returns their paths."""
+    man_path = os.path.join(root, MANIFEST)
+    want = {"format": FORMAT, "n": n, "seed": seed}
+    try:
+        with open(man_path) as f:
+            man = json.load(f)
+        if all(man.get(k) == v for k, v in want.items()):
+            return [os.path.join(root, p) for p in man["files"]]
+    except (OSError, ValueError):
+        pass
+    rel = [f"c{i % N_CLASSES:03d}/img{i:06d}.jpg" for i in range(n)]
+    for c in range(min(n, N_CLASSES)):
+        os.makedirs(os.path.join(root, f"c{c:03d}"), exist_ok=True)
+    t0 = time.perf_counter()
+    work = [(os.path.join(root, p), seed, i) for i, p in enumerate(rel)]
+    with ProcessPoolExecutor(max_workers=jobs) as ex:
+        sizes = list(ex.map(_make_one, work, chunksize=16))
+    man = dict(want, files=rel, sizes=sizes, total_bytes=int(sum(sizes)),
+               mean_bytes=float(np.mean(sizes)))
+    with open(man_path + ".tmp", "w") as f:
+        json.dump(man, f)
+    os.replace(man_path + ".tmp", man_path)
+    print(f"made {n} JPEGs in {time.perf_counter() - t0:.0f} s, mean "
+          f"{man['mean_bytes'] / 1e3:.0f} KB, total {man['total_bytes'] / 1e6:.0f} MB",
+          file=sys.stderr)
+    return [os.path.join(root, p) for p in rel]
+
+
+# ------------------------------------------------------------------ page cache
+
+
+class CacheDropper:
+    """Empties the page cache of the dataset: drop_caches when allowed, else
+    fadvise(DONTNEED) per file (which drops clean pages just as well)."""
+
+    def __init__(self, paths: List[str]) -> None:
+        self.paths = paths
+        try:
+            os.sync()
+            with open("/proc/sys/vm/drop_caches", "w") as f:
+                f.write("3\n")
+            self.method = "drop_caches"
+        except OSError:
+            self.method = "fadvise(DONTNEED)"
+
+    def drop(self) -> None:
+        os.sync()
+        if self.method == "drop_caches":
+            with open("/proc/sys/vm/drop_caches", "w") as f:
+                f.write("3\n")
+            return
+        for p in self.paths:
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
+# ------------------------------------------------------------------ workloads
+
+
+def decode_224(data: Any) -> Any:
+    """(a) Pillow decode + resize to 224x224 RGB, as a uint8 HWC tensor."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        small = im.convert("RGB").resize((224, 224), Image.BILINEAR)
+    return torch.frombuffer(bytearray(small.tobytes()), dtype=torch.uint8).view(224, 224, 3)
+
+
+def checksum(data: Any) -> int:
+    """(b) raw bytes: touch every byte once (crc32) and hand back only the sum."""
+    return zlib.crc32(data)
+
+
+WORKLOADS: Dict[str, Callable[[Any], Any]] = {"decode": decode_224, "raw": checksum}
+
+
+class PlainFiles(Dataset):
+    """The baseline: what a PyTorch user writes without asyncload."""
+
+    def __init__(self, paths: List[str], transform: Callable[[Any], Any]) -> None:
+        self.paths = paths
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Any:
+        with open(self.paths[i], "rb") as f:
+            return self.transform(f.read())
+
+
+def run_epoch(dl: Any) -> Tuple[float, int, int]:
+    """(seconds, items, checksum of the raw workload or 0)."""
+    t0 = time.perf_counter()
+    n = 0
+    crc = 0
+    for batch in dl:
+        n += len(batch)
+        if isinstance(batch, torch.Tensor) and batch.dim() == 1:
+            crc = (crc + int(batch.sum())) & 0xFFFF_FFFF_FFFF
+    return time.perf_counter() - t0, n, crc
+
+
+# ------------------------------------------------------------------ report
+
+
+def machine_info(data_dir: str) -> Dict[str, Any]:
+    info: Dict[str, Any] = {
+        "nproc": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
+    info["torch"] = torch.__version__
+    try:
+        from PIL import __version__ as pil_version
+
+        info["pillow"] = pil_version
+    except ImportError:
+        pass
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+        with open("/proc/meminfo") as f:
+            info["mem_gib"] = round(int(f.readline().split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    # the block device under the data: name, and whether the kernel calls it rotational
+    try:
+        dev = os.stat(data_dir).st_dev
+        sys_dev = f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}"
+        name = os.path.basename(os.path.realpath(sys_dev))
+        info["disk"] = name
+        for q in ("rotational", "scheduler"):
+            p = os.path.join(sys_dev, "queue", q)
+            if os.path.exists(p):
+                with open(p) as f:
+                    info[f"disk_{q}"] = f.read().strip()
+        drv = os.path.join(sys_dev, "device", "driver")
+        if os.path.exists(drv):
+            info["disk_driver"] = os.path.basename(os.path.realpath(drv))
+    except OSError:
+        pass
+    return info
+
+
+def loadavg() -> float:
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
+def evaluate(med: Dict[str, float]) -> List[Dict[str, Any]]:
+    """The issue's targets from the median epoch times (keys mode/kind/cache)."""
+    rows: List[Dict[str, Any]] = []
+
+    def add(what: str, num: str, den: str, goal: str, ok: Callable[[float], bool]) -> None:
+        if num in med and den in med:
+            v = med[num] / med[den]
+            rows.append({"target": what, "value": round(v, 3), "goal": goal, "met": ok(v)})
+
+    add("decode: asyncload cold / asyncload warm", "decode/asyncload/cold",
+        "decode/asyncload/warm", "<= 1.05", lambda v: v <= 1.05)
+    add("decode: asyncload warm / plain warm", "decode/asyncload/warm",
+        "decode/plain/warm", "<= 1.05", lambda v: v <= 1.05)
+    add("raw, cold: plain / asyncload (speedup)", "raw/plain/cold",
+        "raw/asyncload/cold", ">= 2", lambda v: v >= 2.0)
+    # context, no goal: the stall asyncload removes, and the warm raw speedup
+    add("(info) decode: plain cold / plain warm", "decode/plain/cold", "decode/plain/warm",
+        "-", lambda v: True)
+    add("(info) raw, warm: plain / asyncload (speedup)", "raw/plain/warm",
+        "raw/asyncload/warm", "-", lambda v: True)
+    return rows
+
+
+def main(argv: List[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=3000, help="JPEG files (default 3000)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--data", help="dataset folder (default data/bench-torch-<n>-s<seed>)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed epochs per cell")
+    ap.add_argument("--workers", type=int, default=2, help="DataLoader num_workers")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--queue-depth", type=int, default=64, help="asyncload entries per worker")
+    ap.add_argument("--workloads", default="decode,raw")
+    ap.add_argument("--caches", default="warm,cold")
+    ap.add_argument("--json", help="write the results as JSON here ('-': stdout)")
+    args = ap.parse_args(argv)
+
+    data = args.data or os.path.join(REPO, "data", f"bench-torch-{args.n}-s{args.seed}")
+    workloads = [w for w in args.workloads.split(",") if w]
+    caches = [c for c in args.caches.split(",") if c]
+    for w in workloads:
+        if w not in WORKLOADS:
+            ap.error(f"unknown workload {w!r}")
+    for c in caches:
+        if c not in ("warm", "cold"):
+            ap.error(f"unknown cache state {c!r}")
+
+    paths = make_jpegs(data, args.n, args.seed, jobs=os.cpu_count() or 1)
+    with open(os.path.join(data, MANIFEST)) as f:
+        man = json.load(f)
+
+    dropper = CacheDropper(paths)
+    load_start = loadavg()
+    t_all = time.perf_counter()
+    epochs: List[Dict[str, Any]] = []
+    for wl in workloads:
+        transform = WORKLOADS[wl]
+        datasets: Dict[str, Any] = {
+            "plain": PlainFiles(paths, transform),
+            "asyncload": FileDataset(paths, transform, n_workers=args.workers + 1,
+                                     queue_depth=args.queue_depth),
+        }
+        loaders = {k: DataLoader(ds, batch_size=args.batch_size, shuffle=True,
+                                 num_workers=args.workers, persistent_workers=True)
+                   for k, ds in datasets.items()}
+        expect_crc: Optional[int] = None
+        try:
+            for kind, dl in loaders.items():  # start workers and loader; fill the cache
+                secs, n, crc = run_epoch(dl)
+                print(f"{wl:6s} {kind:9s} warm-up      {secs:7.2f} s", file=sys.stderr)
+                expect_crc = crc if expect_crc is None else expect_crc
+            for r in range(args.repeats):
+                for cache in caches:
+                    for kind, dl in loaders.items():
+                        if cache == "cold":
+                            dropper.drop()
+                        secs, n, crc = run_epoch(dl)
+                        if n != len(paths) or crc != expect_crc:
+                            raise SystemExit(f"{wl}/{kind}: epoch delivered {n} items, "
+                                             f"checksum {crc} (want {len(paths)}, {expect_crc})")
+                        epochs.append({"workload": wl, "kind": kind, "cache": cache,
+                                       "repeat": r, "seconds": round(secs, 4)})
+                        print(f"{wl:6s} {kind:9s} {cache} #{r + 1}     {secs:7.2f} s",
+                              file=sys.stderr)
+        finally:
+            del loaders
+            datasets["asyncload"].close()
+
+    cells: Dict[str, List[float]] = {}
+    for e in epochs:
+        cells.setdefault(f"{e['workload']}/{e['kind']}/{e['cache']}", []).append(e["seconds"])
+    med = {k: statistics.median(v) for k, v in cells.items()}
+    targets = evaluate(med)
+
+    result = {
+        "command": "python3 " + " ".join([os.path.relpath(__file__, REPO)] + argv),
+        "dataset": {"dir": data, "files": len(paths), "total_bytes": man["total_bytes"],
+                    "mean_bytes": round(man["mean_bytes"]), "seed": args.seed},
+        "config": {"num_workers": args.workers, "batch_size": args.batch_size,
+                   "shuffle": True, "persistent_workers": True,
+                   "queue_depth": args.queue_depth, "repeats": args.repeats,
+                   "cold": dropper.method, "statistic": "median"},
+        "machine": dict(machine_info(data), loadavg_start=load_start, loadavg_end=loadavg()),
+        "epochs": epochs,
+        "median_seconds": {k: round(v, 3) for k, v in med.items()},
+        "targets": targets,
+        "wall_seconds": round(time.perf_counter() - t_all, 1),
+    }
+
+    print(f"\n{len(paths)} JPEGs, mean {man['mean_bytes'] / 1e3:.0f} KB, "
+          f"{man['total_bytes'] / 1e6:.0f} MB; {args.workers} workers, batch "
+          f"{args.batch_size}, shuffled; median of {args.repeats}; cold = {dropper.method}")
+    print("\n| workload | cache | plain (s) | asyncload (s) | plain / asyncload |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    for wl in workloads:
+        for cache in caches:
+            p, a = med.get(f"{wl}/plain/{cache}"), med.get(f"{wl}/asyncload/{cache}")
+            if p is not None and a is not None:
+                print(f"| {wl} | {cache} | {p:.2f} | {a:.2f} | {p / a:.2f} |")
+    print("\n| target | value | goal | met |")
+    print("| --- | ---: | --- | --- |")
+    for t in targets:
+        print(f"| {t['target']} | {t['value']:.3f} | {t['goal']} | "
+              f"{'-' if t['goal'] == '-' else ('met' if t['met'] else 'NOT met')} |")
+    m = result["machine"]
+    print(f"\nmachine: {m.get('nproc')} cores {m.get('cpu', '?')}, kernel {m.get('kernel')}, "
+          f"disk {m.get('disk', '?')} ({m.get('disk_driver', '?')}), torch {m.get('torch')}, "
+          f"load average {load_start} -> {m['loadavg_end']}; {result['wall_seconds']} s")
+    if args.json:
+        text = json.dumps(result, indent=2)
+        if args.json == "-":
+            print(text)
+        else:
+            os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+            with open(args.json, "w") as f:
+                f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
