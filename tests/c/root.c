@@ -2,7 +2,8 @@
 /*
  * root.c - a loader confined with options.root serves files inside that
  * tree (relative paths are resolved against root, not the caller's working
- * directory) and refuses every way out with -EXDEV or -EACCES: "..",
+ * directory; an absolute path is accepted when it lies inside root) and
+ * refuses every way out with -EXDEV or -EACCES: "..",
  * an absolute path elsewhere, and symlinks (relative or absolute) that lead
  * outside. The outside file's bytes must never come back.
  */
@@ -76,6 +77,9 @@ int main(void)
 		expect_ok("./sub/./deep", 2000, 2);
 		expect_ok("inlink", 2000, 2);
 		expect_ok("sub/up/inside", 1000, 1);  /* a symlink that stays inside */
+		/* An absolute path that names a file inside root is inside. */
+		expect_ok(t_path(root, "inside"), 1000, 1);
+		expect_ok(t_path(sub, "deep"), 2000, 2);
 
 		expect_refused("../outside");
 		expect_refused("sub/../../outside");
