@@ -501,27 +501,44 @@ class Worker:
         meanwhile.
         """
         it = iter(paths)
-        nxt: Optional[LoadRequest] = None
+        pending: Optional[Tuple[bytes, int, int]] = None  # encoded, not yet queued
         exhausted = False
         outstanding = 0
+        depth = self._loader.queue_depth
+        # Refill in bursts once half the queue has drained, not one request
+        # per completion: the loader then wakes once per burst and answers it
+        # in one batch, instead of the two processes taking turns per file.
+        low_water = depth // 2
+        wptr = self._handle()
+        req_whole = lib.asyncload_worker_request
+        req_range = lib.asyncload_worker_request_range
+        whole = lib.ASYNCLOAD_WHOLE_FILE
         try:
             while True:
-                while not exhausted:
-                    if nxt is None:
-                        try:
-                            nxt = next(it)
-                        except StopIteration:
-                            exhausted = True
+                if outstanding <= low_water:
+                    while not exhausted:
+                        if pending is None:
+                            try:
+                                item = next(it)
+                            except StopIteration:
+                                exhausted = True
+                                break
+                            if isinstance(item, tuple):
+                                p, off, ln = item
+                                pending = (encode_path(p), _int_arg("offset", off, _U64_MAX),
+                                           whole if ln is None else _int_arg("length", ln, _U64_MAX))
+                            else:
+                                pending = (encode_path(item), 0, whole)
+                        raw, off, ln = pending
+                        if off == 0 and ln == whole:
+                            rc = req_whole(wptr, raw)
+                        else:
+                            rc = req_range(wptr, raw, off, ln)
+                        if rc == -errno.EAGAIN:
                             break
-                    if isinstance(nxt, tuple):
-                        p, off, ln = nxt
-                        queued = self.request(p, off, ln)
-                    else:
-                        queued = self.request(nxt)
-                    if not queued:
-                        break
-                    nxt = None
-                    outstanding += 1
+                        check_error(rc, os.fsdecode(raw))
+                        pending = None
+                        outstanding += 1
                 if outstanding == 0:
                     if exhausted:
                         return
