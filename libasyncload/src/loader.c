@@ -57,6 +57,7 @@
 
 #define AL_READ_CHUNK (1u << 30)   /* a read(2) moves at most ~2 GiB; stay below */
 #define AL_MAX_SLOTS 4096u
+#define AL_MAX_IOWQ 64u        /* io-wq threads for statx/open on a cold cache */
 #define AL_SLEEP_MS 200            /* idle wake-up to notice a dead parent */
 #define AL_BATCH_POLL_US 50        /* one "idle iteration" while batching */
 #define AL_PARENT_CHECK_NS (200ull * 1000 * 1000)
@@ -122,6 +123,7 @@ struct loop {
 	uint32_t pending_sqes;
 	uint32_t idle_polls;
 	bool futex_op;
+	bool async_reads;       /* copies run on io-wq threads: every core copies */
 	bool doorbell_armed;
 	bool stopping;
 	int root_fd;
@@ -269,6 +271,8 @@ static void prep_read(struct loop *lp, uint32_t idx, struct io_uring_sqe *sqe)
 		sqe->flags |= IOSQE_FIXED_FILE;
 	}
 	io_uring_sqe_set_data64(sqe, ud(idx, OP_READ));
+	if (lp->async_reads)
+		sqe->flags |= IOSQE_ASYNC;
 }
 
 static int open_flags(const struct req *r, bool fixed_slot)
@@ -755,11 +759,16 @@ static int loop_init(struct loop *lp, asyncload_loader *l, int region_fd)
 			return r;
 		}
 	}
+	/* statx and open block in io-wq threads on a cold cache; the default
+	 * bound (4 per CPU) would cap how many files are looked up at once. */
+	unsigned iowq[2] = {lp->n_slots < AL_MAX_IOWQ ? lp->n_slots : AL_MAX_IOWQ, 0};
+	io_uring_register_iowq_max_workers(&lp->ring, iowq);
 	struct io_uring_probe *probe = io_uring_get_probe_ring(&lp->ring);
 	if (probe) {
 		lp->futex_op = io_uring_opcode_supported(probe, AL_IORING_OP_FUTEX_WAIT);
 		io_uring_free_probe(probe);
 	}
+	lp->async_reads = getenv("ASYNCLOAD_ASYNC_READS") != NULL;
 	if (getenv("ASYNCLOAD_NO_FUTEX_OP")) /* lets the tests cover the fallback */
 		lp->futex_op = false;
 	return 0;
