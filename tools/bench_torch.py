@@ -334,7 +334,11 @@ def main(argv: List[str]) -> int:
     for e in epochs:
         cells.setdefault(f"{e['workload']}/{e['kind']}/{e['cache']}", []).append(e["seconds"])
     med = {k: statistics.median(v) for k, v in cells.items()}
+    # On a shared machine other tenants only ever add time, so the fastest
+    # repeat is the least disturbed one; both statistics are reported.
+    best = {k: min(v) for k, v in cells.items()}
     targets = evaluate(med)
+    targets_min = evaluate(best)
 
     result = {
         "command": "python3 " + " ".join([os.path.relpath(__file__, REPO)] + argv),
@@ -347,25 +351,29 @@ def main(argv: List[str]) -> int:
         "machine": dict(machine_info(data), loadavg_start=load_start, loadavg_end=loadavg()),
         "epochs": epochs,
         "median_seconds": {k: round(v, 3) for k, v in med.items()},
+        "min_seconds": {k: round(v, 3) for k, v in best.items()},
         "targets": targets,
+        "targets_min": targets_min,
         "wall_seconds": round(time.perf_counter() - t_all, 1),
     }
 
     print(f"\n{len(paths)} JPEGs, mean {man['mean_bytes'] / 1e3:.0f} KB, "
           f"{man['total_bytes'] / 1e6:.0f} MB; {args.workers} workers, batch "
-          f"{args.batch_size}, shuffled; median of {args.repeats}; cold = {dropper.method}")
-    print("\n| workload | cache | plain (s) | asyncload (s) | plain / asyncload |")
-    print("| --- | --- | ---: | ---: | ---: |")
-    for wl in workloads:
-        for cache in caches:
-            p, a = med.get(f"{wl}/plain/{cache}"), med.get(f"{wl}/asyncload/{cache}")
-            if p is not None and a is not None:
-                print(f"| {wl} | {cache} | {p:.2f} | {a:.2f} | {p / a:.2f} |")
-    print("\n| target | value | goal | met |")
-    print("| --- | ---: | --- | --- |")
-    for t in targets:
-        print(f"| {t['target']} | {t['value']:.3f} | {t['goal']} | "
-              f"{'-' if t['goal'] == '-' else ('met' if t['met'] else 'NOT met')} |")
+          f"{args.batch_size}, shuffled; {args.repeats} repeats; cold = {dropper.method}")
+    for label, stat, rows in (("median", med, targets), ("fastest repeat", best, targets_min)):
+        print(f"\n{label} of {args.repeats}:\n")
+        print("| workload | cache | plain (s) | asyncload (s) | plain / asyncload |")
+        print("| --- | --- | ---: | ---: | ---: |")
+        for wl in workloads:
+            for cache in caches:
+                p, a = stat.get(f"{wl}/plain/{cache}"), stat.get(f"{wl}/asyncload/{cache}")
+                if p is not None and a is not None:
+                    print(f"| {wl} | {cache} | {p:.2f} | {a:.2f} | {p / a:.2f} |")
+        print("\n| target | value | goal | met |")
+        print("| --- | ---: | --- | --- |")
+        for t in rows:
+            print(f"| {t['target']} | {t['value']:.3f} | {t['goal']} | "
+                  f"{'-' if t['goal'] == '-' else ('met' if t['met'] else 'NOT met')} |")
     m = result["machine"]
     print(f"\nmachine: {m.get('nproc')} cores {m.get('cpu', '?')}, kernel {m.get('kernel')}, "
           f"disk {m.get('disk', '?')} ({m.get('disk_driver', '?')}), torch {m.get('torch')}, "
