@@ -130,9 +130,11 @@ def worker_main(wid: int, worker: asyncload.Worker, ds: Dict[str, Any], max_file
             st["duplicates"] += 1
             return
         outstanding[key] -= 1
-        if outstanding[key] == 0:
-            del outstanding[key]
         kind, want = expect[key]
+        if outstanding[key] == 0:
+            # forget answered keys: random range offsets would grow the table
+            del outstanding[key]
+            del expect[key]
         st["answered"] += 1
         if kind == "err":
             if e.error != want:
