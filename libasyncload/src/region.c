@@ -441,8 +441,6 @@ ASYNCLOAD_EXPORT const char *asyncload_strerror(int err)
 {
 	if (err == 0)
 		return "Success";
-	if (err == -EINVAL)
-		return "Invalid argument (or not a regular file)";
 	const char *s = strerrordesc_np(err < 0 ? -err : err);
 	return s ? s : "Unknown error";
 }

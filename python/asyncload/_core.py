@@ -43,6 +43,8 @@ __all__ = ["Loader", "Worker", "Entry", "LoadRequest"]
 # a pending SIGINT handler even when the signal went to another thread.
 _WAIT_SLICE_MS = 100
 
+_NOT_REGULAR = "Not a regular file (FIFO, socket or device)"
+
 _U32_MAX = 0xFFFF_FFFF
 _U64_MAX = 0xFFFF_FFFF_FFFF_FFFF
 
@@ -198,7 +200,10 @@ class Entry:
     def raise_for_error(self) -> None:
         """Raise :class:`LoadError` if this load failed."""
         if self._error:
-            raise LoadError(self._error, strerror(self._error), self._path)
+            # A load fails with EINVAL only for a path that is not a regular
+            # file (bad arguments are refused at request time).
+            msg = (_NOT_REGULAR if self._error == errno.EINVAL else strerror(self._error))
+            raise LoadError(self._error, msg, self._path)
 
     # -- data -------------------------------------------------------------
 
@@ -592,7 +597,7 @@ class Loader:
         opts.max_file_size = _int_arg("max_file_size", max_file_size, _U64_MAX)
         opts.n_workers = _int_arg("n_workers", n_workers, _U32_MAX)
         opts.dispatch_n = _int_arg("dispatch_n", dispatch_n, _U32_MAX)
-        opts.idle_iters = _int_arg("idle_iters", idle_iters, _U32_MAX)
+        opts.idle_iters = _int_arg("idle_iters", idle_iters, int(lib.ASYNCLOAD_MAX_IDLE_ITERS))
         if not isinstance(direct, (bool, int)):
             raise TypeError(f"direct must be a bool, not {type(direct).__name__}")
         opts.direct = bool(direct)
