@@ -371,6 +371,14 @@ class Worker:
                 self._ptr = out[0]
             return self._ptr
 
+    def claim(self) -> None:
+        """Claim the slot for this process now rather than at the first request.
+
+        Idempotent. OSError(EBUSY) while another live process holds it; a
+        slot whose holder died is taken over (with its whole queue).
+        """
+        self._handle()
+
     def _forget_after_fork(self) -> None:
         self._lock = threading.Lock()
         self._ptr = None

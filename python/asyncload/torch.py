@@ -283,7 +283,7 @@ class FileDataset(_tud.Dataset):
         deadline = time.monotonic() + _TAKEOVER_WAIT_S
         while True:
             try:
-                worker.in_flight  # claims the slot in this process
+                worker.claim()
                 break
             except OSError as e:
                 if e.errno != errno.EBUSY or time.monotonic() >= deadline:
