@@ -82,6 +82,19 @@ def proc_sample(pid: Any = "self") -> Dict[str, int]:
     return {"fds": fds, "rss_anon": rss_anon, "rss_shmem": rss_shmem}
 
 
+def settled_fds(pid: int) -> int:
+    """Open descriptors of pid once the count holds still (the loader closes
+    the files of answered requests a moment after answering)."""
+    last, same = len(os.listdir(f"/proc/{pid}/fd")), 0
+    for _ in range(200):
+        if same >= 3:
+            break
+        time.sleep(0.01)
+        n = len(os.listdir(f"/proc/{pid}/fd"))
+        same, last = (same + 1, n) if n == last else (0, n)
+    return last
+
+
 # ---------------------------------------------------------------- one worker
 
 
@@ -235,6 +248,9 @@ def run(seconds: float, workers: int = 8, queue_depth: int = 128, n_files: int =
         ctx = mp.get_context(start_method)
         loader = asyncload.Loader(queue_depth, max_file_size, workers)
         lpid = loader.spawn_loader()
+        # Descriptors are compared idle to idle: while busy the loader also
+        # holds the files it is reading (up to one per open-file slot).
+        loader_idle_fds = settled_fds(lpid)
         q = ctx.Queue()
         t0 = time.time()
         start_at = t0 + (0.3 if start_method == "fork" else 3.0)
@@ -254,6 +270,7 @@ def run(seconds: float, workers: int = 8, queue_depth: int = 128, n_files: int =
         for _ in procs:
             results.append(q.get(timeout=seconds + 120))
         loader_samples["end"] = proc_sample(lpid)
+        loader_end_fds = settled_fds(lpid)
         for p in procs:
             p.join(30)
         exitcodes = [p.exitcode for p in procs]
@@ -275,7 +292,7 @@ def run(seconds: float, workers: int = 8, queue_depth: int = 128, n_files: int =
                            "fds": s["end"]["fds"] - s["warm"]["fds"],
                            "rss_anon": s["end"]["rss_anon"] - s["warm"]["rss_anon"]})
     growth.append({"who": "loader",
-                   "fds": loader_samples["end"]["fds"] - loader_samples["warm"]["fds"],
+                   "fds": loader_end_fds - loader_idle_fds,
                    "rss_anon": loader_samples["end"]["rss_anon"] - loader_samples["warm"]["rss_anon"]})
     for g in growth:
         if g["fds"] != 0:

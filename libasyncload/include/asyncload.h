@@ -148,7 +148,7 @@ uint32_t asyncload_worker_in_flight(const asyncload_worker *w);
 
 /* asyncload_entry_error() of a load: 0, or
  *   -ENOENT missing, -EISDIR a directory, -EINVAL not a regular file (FIFO,
- *   socket, device: never opened, never blocks), -EFBIG larger than
+ *   socket, device: never read, never blocks), -EFBIG larger than
  *   max_file_size, -ELOOP symlink loop, -EACCES permission, -EXDEV the path
  *   escapes `root`, -ESHUTDOWN the loader stopped before reading it, or any
  *   other -errno from opening or reading the file. */

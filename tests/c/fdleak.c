@@ -16,22 +16,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static int count_fds_of(pid_t pid)
-{
-	char path[64];
-	struct dirent *de;
-	int n = 0;
-
-	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-	DIR *d = opendir(path);
-	CHECK(d != NULL, "opendir(%s)", path);
-	while ((de = readdir(d)))
-		if (de->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n;
-}
-
 static void batch(asyncload_worker *w, const char *dir)
 {
 	static const char *names[] = { "good", "missing", "adir", "fifo", "good" };
@@ -69,10 +53,10 @@ int main(void)
 		asyncload_worker *w = NULL;
 		CHECK_OK(asyncload_worker_get(l, 0, &w));
 		batch(w, dir);
-		int lfds = count_fds_of(lpid);
+		int lfds = t_settled_fds_of(lpid);
 		for (int k = 0; k < 5; k++)
 			batch(w, dir);
-		int lfds2 = count_fds_of(lpid);
+		int lfds2 = t_settled_fds_of(lpid);
 		CHECK(lfds2 == lfds, "loader descriptors grew from %d to %d over 5 batches", lfds, lfds2);
 
 		/* attach / free in the same process */

@@ -316,3 +316,29 @@ int t_wait_child_timeout(pid_t pid, int ms)
 		usleep(5000);
 	}
 }
+
+static int fds_in(pid_t pid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	DIR *d = opendir(path);
+	CHECK(d != NULL, "opendir(%s)", path);
+	int n = 0;
+	struct dirent *de;
+	while ((de = readdir(d)))
+		n += de->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+int t_settled_fds_of(pid_t pid)
+{
+	int last = fds_in(pid), same = 0;
+	for (int i = 0; i < 200 && same < 3; i++) {
+		usleep(10000);
+		int n = fds_in(pid);
+		same = n == last ? same + 1 : 0;
+		last = n;
+	}
+	return last;
+}

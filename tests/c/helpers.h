@@ -103,6 +103,9 @@ int64_t t_now_ms(void);
 
 /* Number of open file descriptors of this process (/proc/self/fd). */
 int t_count_fds(void);
+/* Descriptors of another process once its count holds still: a loader
+ * closes the files of answered requests a moment after answering them. */
+int t_settled_fds_of(pid_t pid);
 
 /* kB value of `field` ("VmRSS:") in /proc/<pid>/status; -1 if absent. */
 long t_proc_status_kb(pid_t pid, const char *field);
