@@ -83,6 +83,7 @@ enum phase {
 	PH_OPEN_READ,   /* open + first read in flight (unconfined), or open2 (confined) */
 	PH_FSTAT,       /* statx on the open fd in flight (confined) */
 	PH_READ,        /* a further read in flight */
+	PH_AWAIT_TRIM,  /* answered, held back until its entry's trim is done */
 };
 
 struct req {
@@ -100,6 +101,9 @@ struct req {
 	uint64_t target;   /* bytes to read from file_off */
 	uint64_t got;
 	uint64_t last_ask;
+	bool trim_pending; /* a hole is being punched in this entry's buffer */
+	int32_t done_err;  /* the answer, while PH_AWAIT_TRIM */
+	uint64_t done_size;
 	struct statx stx;
 	struct open_how how;
 };
@@ -197,6 +201,14 @@ static void complete(struct loop *lp, uint32_t idx, int err, uint64_t size)
 	uint32_t w = idx / h->queue_depth, local = idx % h->queue_depth;
 	struct al_worker_shm *ws = al_worker_at(h, w);
 
+	/* The worker may reuse the entry as soon as it has the answer: a hole
+	 * still being punched would zero what the next load writes. */
+	if (r->trim_pending) {
+		r->done_err = err;
+		r->done_size = size;
+		r->phase = PH_AWAIT_TRIM;
+		return;
+	}
 	e->error = err;
 	e->size = err ? 0 : size;
 	e->data_skew = err ? 0 : r->skew;
@@ -343,11 +355,8 @@ static void trim_entry(struct loop *lp, uint32_t idx, uint64_t will_use)
 {
 	uint64_t keep = (will_use + AL_PAGE - 1) & ~(uint64_t)(AL_PAGE - 1);
 	uint64_t had = lp->committed[idx];
-	if (had <= keep + AL_TRIM_SLACK) {
-		if (keep > had)
-			lp->committed[idx] = keep;
+	if (had <= keep + AL_TRIM_SLACK)
 		return;
-	}
 	struct al_entry_shm *e = al_entry_at(lp->h, idx);
 	uint64_t buf_off = (uint64_t)(al_entry_buffer(e) - (char *)lp->h);
 	struct io_uring_sqe *sqe = get_sqe(lp);
@@ -356,6 +365,7 @@ static void trim_entry(struct loop *lp, uint32_t idx, uint64_t will_use)
 	io_uring_sqe_set_data64(sqe, ud(idx, OP_TRIM));
 	lp->closes++;
 	lp->committed[idx] = keep;
+	lp->reqs[idx].trim_pending = true;
 }
 
 /* statx answered: decide what to read, or fail the request. */
@@ -409,6 +419,9 @@ static void finish_read(struct loop *lp, uint32_t idx)
 	uint64_t size = r->got > r->skew ? r->got - r->skew : 0;
 	if (size > r->want)
 		size = r->want; /* O_DIRECT rounding, or a file that grew */
+	uint64_t touched = (r->got + AL_PAGE - 1) & ~(uint64_t)(AL_PAGE - 1);
+	if (touched > lp->committed[idx])
+		lp->committed[idx] = touched;
 	prep_close(lp, r);
 	if (!r->size_known && size > lp->h->max_file_size)
 		complete(lp, idx, -EFBIG, 0);
@@ -484,9 +497,15 @@ static void on_cqe(struct loop *lp, struct io_uring_cqe *cqe)
 		release_slot(lp, (int32_t)idx);
 		return;
 	}
-	if (op == OP_TRIM) {
+	if (op == OP_TRIM) { /* a failed trim only leaves memory committed */
 		lp->closes--;
-		return; /* a failed trim only leaves memory committed */
+		if (idx < lp->total) {
+			struct req *t = &lp->reqs[idx];
+			t->trim_pending = false;
+			if (t->phase == PH_AWAIT_TRIM)
+				complete(lp, idx, t->done_err, t->done_size);
+		}
+		return;
 	}
 	if (idx >= lp->total)
 		return;
