@@ -35,6 +35,7 @@ extern "C" {
 #define ASYNCLOAD_PATH_MAX         4096u          /* including the NUL */
 #define ASYNCLOAD_HANDLE_MAX       128u           /* handle string, with NUL */
 #define ASYNCLOAD_MAX_IDLE_ITERS   20000u         /* one idle poll waits 50 us: at most 1 s */
+#define ASYNCLOAD_MAX_THREADS      16u
 
 /* length argument of asyncload_worker_request_range(): to the end of file */
 #define ASYNCLOAD_WHOLE_FILE UINT64_MAX
@@ -56,10 +57,14 @@ struct asyncload_options {
 	                         * relative paths resolve against it, absolute ones must
 	                         * lie beneath it, and nothing (.., symlinks) escapes it
 	                         * (-EXDEV), enforced by the kernel (RESOLVE_BENEATH) */
+	uint32_t n_threads;     /* loader threads, each with its own io_uring, each serving
+	                         * every n_threads-th worker; 0: one per CPU (at most 4),
+	                         * never more than n_workers */
 };
 
 /* Fills *opts with the defaults: queue_depth 64, max_file_size 64 MiB,
- * n_workers 1, dispatch_n 1, idle_iters 0, direct false, root NULL. */
+ * n_workers 1, dispatch_n 1, idle_iters 0, direct false, root NULL,
+ * n_threads 0 (automatic). */
 void asyncload_options_init(struct asyncload_options *opts);
 
 /* ---- loader ------------------------------------------------------------ */

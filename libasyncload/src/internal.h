@@ -48,6 +48,15 @@ enum al_entry_state {
 	AL_ENTRY_HELD = 2,     /* returned to the worker, not yet released */
 };
 
+#define AL_MAX_THREADS 16u
+
+/* One per loader thread. Workers ring the doorbell (a futex word) only while
+ * that thread sleeps. */
+struct al_bell {
+	_Alignas(AL_CACHELINE) _Atomic uint32_t sleeping;
+	_Atomic uint32_t doorbell;
+};
+
 struct al_header {
 	uint64_t magic;
 	uint32_t version;
@@ -80,9 +89,8 @@ struct al_header {
 	_Atomic int32_t loader_pid, loader_fd;
 	_Atomic uint32_t shutdown_requested;
 
-	/* Workers ring the doorbell (futex word) only while the loader sleeps. */
-	_Alignas(AL_CACHELINE) _Atomic uint32_t loader_sleeping;
-	_Atomic uint32_t doorbell;
+	uint32_t n_threads;      /* loader threads; worker w is served by w % n_threads */
+	struct al_bell bells[AL_MAX_THREADS];
 };
 
 struct al_worker_shm {
@@ -138,6 +146,7 @@ struct asyncload_worker {
 	uint32_t gen;
 	uint32_t free_hint;
 	_Atomic uint32_t in_flight;
+	struct al_bell *bell;    /* of the loader thread serving this worker */
 	pthread_mutex_t lock;    /* process-local: threads of one process */
 };
 
@@ -180,7 +189,8 @@ bool al_state_final(uint32_t state);
 /* Marks the region DEAD if its loader is gone without saying so.
  * Returns the (possibly updated) state. */
 uint32_t al_check_loader_alive(asyncload_loader *l, bool force);
-void al_ring_doorbell(struct al_header *h);
+void al_ring_bell(struct al_bell *b);
+void al_ring_all_bells(struct al_header *h);
 void al_wake_all_workers(struct al_header *h);
 /* Waits for a child, SIGKILL after a few seconds. */
 void al_reap_child(pid_t pid);

@@ -26,6 +26,7 @@
 #include <limits.h>
 #include <linux/openat2.h>
 #include <liburing.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -134,6 +135,8 @@ struct loop {
 	bool stopping;
 	int root_fd;
 	pid_t parent;           /* spawned: exit when it is gone */
+	uint32_t tid;           /* this thread serves workers tid, tid + n_threads, ... */
+	struct al_bell *bell;
 	uint64_t next_parent_check;
 	uint32_t *touched;      /* workers with new completions to wake */
 	uint32_t n_touched;
@@ -583,7 +586,7 @@ static uint32_t pull_requests(struct loop *lp)
 {
 	struct al_header *h = lp->h;
 	uint32_t pulled = 0, mask = h->ring_size - 1;
-	for (uint32_t w = 0; w < h->n_workers; w++) {
+	for (uint32_t w = lp->tid; w < h->n_workers; w += h->n_threads) {
 		struct al_worker_shm *ws = al_worker_at(h, w);
 		uint32_t head = atomic_load_explicit(&ws->req_head, memory_order_relaxed);
 		uint32_t tail = atomic_load_explicit(&ws->req_tail, memory_order_acquire);
@@ -624,7 +627,7 @@ static uint32_t pull_requests(struct loop *lp)
 static bool rings_empty(struct loop *lp)
 {
 	struct al_header *h = lp->h;
-	for (uint32_t w = 0; w < h->n_workers; w++) {
+	for (uint32_t w = lp->tid; w < h->n_workers; w += h->n_threads) {
 		struct al_worker_shm *ws = al_worker_at(h, w);
 		if (atomic_load_explicit(&ws->req_head, memory_order_relaxed) !=
 		    atomic_load_explicit(&ws->req_tail, memory_order_acquire))
@@ -721,7 +724,7 @@ static void arm_doorbell(struct loop *lp, uint32_t value)
 	if (!lp->futex_op || lp->doorbell_armed)
 		return;
 	struct io_uring_sqe *sqe = get_sqe(lp);
-	io_uring_prep_rw(AL_IORING_OP_FUTEX_WAIT, sqe, AL_FUTEX2_SIZE_U32, (void *)&lp->h->doorbell, 0, value);
+	io_uring_prep_rw(AL_IORING_OP_FUTEX_WAIT, sqe, AL_FUTEX2_SIZE_U32, (void *)&lp->bell->doorbell, 0, value);
 	sqe->addr3 = AL_FUTEX_BITSET_MATCH_ANY;
 	io_uring_sqe_set_data64(sqe, ud(0, OP_DOORBELL));
 	lp->doorbell_armed = true;
@@ -755,13 +758,13 @@ static bool parent_gone(struct loop *lp)
 static void sleep_until_work(struct loop *lp, bool batching)
 {
 	struct al_header *h = lp->h;
-	uint32_t bell = atomic_load(&h->doorbell);
-	atomic_store(&h->loader_sleeping, 1);
+	uint32_t bell = atomic_load(&lp->bell->doorbell);
+	atomic_store(&lp->bell->sleeping, 1);
 	atomic_thread_fence(memory_order_seq_cst);
 	/* While stopping, only the reads in flight matter: wait for them. */
 	bool stop_news = !lp->stopping && (atomic_load(&h->shutdown_requested) || al_sigterm);
 	if ((!lp->stopping && !rings_empty(lp)) || stop_news) {
-		atomic_store(&h->loader_sleeping, 0);
+		atomic_store(&lp->bell->sleeping, 0);
 		return;
 	}
 	long wait_us = batching ? AL_BATCH_POLL_US : AL_SLEEP_MS * 1000L;
@@ -774,28 +777,32 @@ static void sleep_until_work(struct loop *lp, bool batching)
 		io_uring_submit_and_wait_timeout(&lp->ring, &cqe, 1, &ts, NULL);
 		lp->pending_sqes = 0;
 	} else {
-		al_futex_wait(&h->doorbell, bell, (int)(wait_us / 1000) ? (int)(wait_us / 1000) : 1);
+		al_futex_wait(&lp->bell->doorbell, bell, (int)(wait_us / 1000) ? (int)(wait_us / 1000) : 1);
 	}
-	atomic_store(&h->loader_sleeping, 0);
+	atomic_store(&lp->bell->sleeping, 0);
 }
 
-static int loop_init(struct loop *lp, asyncload_loader *l, int region_fd)
+static int loop_init(struct loop *lp, asyncload_loader *l, int region_fd, uint32_t tid)
 {
 	struct al_header *h = l->hdr;
 	memset(lp, 0, sizeof(*lp));
 	lp->l = l;
 	lp->h = h;
+	lp->tid = tid;
+	lp->bell = &h->bells[tid];
 	lp->root_fd = -1;
 	lp->region_fd = region_fd;
 	lp->total = h->n_workers * h->queue_depth;
+	/* the entries of the workers this thread serves */
+	uint32_t mine = ((h->n_workers - tid + h->n_threads - 1) / h->n_threads) * h->queue_depth;
 
 	struct rlimit rl;
 	uint32_t nofile = 1024;
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
 		nofile = rl.rlim_cur > UINT32_MAX ? UINT32_MAX : (uint32_t)rl.rlim_cur;
 	/* Confined loads hold real descriptors: leave room for the rest. */
-	uint32_t cap = h->confined ? (nofile > 64 ? nofile - 32 : nofile / 2) : nofile;
-	lp->n_slots = lp->total < AL_MAX_SLOTS ? lp->total : AL_MAX_SLOTS;
+	uint32_t cap = (h->confined ? (nofile > 64 ? nofile - 32 : nofile / 2) : nofile) / h->n_threads;
+	lp->n_slots = mine < AL_MAX_SLOTS ? mine : AL_MAX_SLOTS;
 	if (lp->n_slots > cap)
 		lp->n_slots = cap;
 	if (lp->n_slots == 0)
@@ -818,10 +825,10 @@ static int loop_init(struct loop *lp, asyncload_loader *l, int region_fd)
 			return -errno;
 	}
 
-	uint32_t sq = lp->total * 2 + 8;
+	uint32_t sq = mine * 2 + 8;
 	if (sq > 4096)
 		sq = 4096;
-	uint32_t cq = lp->total * 2 + lp->n_slots * 2 + 16;
+	uint32_t cq = mine * 2 + lp->n_slots * 2 + 16;
 	struct io_uring_params p;
 	static const unsigned flag_sets[] = {
 		IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
@@ -884,6 +891,9 @@ static void run_loop(struct loop *lp)
 			lp->stopping = true;
 			uint32_t running = AL_STATE_RUNNING;
 			atomic_compare_exchange_strong(&h->state, &running, AL_STATE_STOPPING);
+			/* a signal or a dead parent reached this thread only */
+			if (!atomic_exchange(&h->shutdown_requested, 1))
+				al_ring_all_bells(h);
 		}
 		uint32_t pulled = lp->stopping ? 0 : pull_requests(lp);
 		if (lp->stopping) {
@@ -932,6 +942,54 @@ static int take_loader_lock(asyncload_loader *l)
 	return fd;
 }
 
+/* The threads of one loader start together: all rings set up, or none runs. */
+struct start_gate {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	uint32_t ready;
+	bool go, failed;
+	int error;
+};
+
+struct loader_thread {
+	asyncload_loader *l;
+	struct start_gate *gate;
+	int region_fd;
+	pid_t parent;
+	uint32_t tid;
+	bool started;
+	pthread_t thread;
+	struct loop lp;
+};
+
+/* Sets the thread's ring up (io_uring wants its single issuer to be the
+ * thread that created it), waits for the others, serves until shutdown. */
+static void *loader_thread_main(void *arg)
+{
+	struct loader_thread *t = arg;
+	struct start_gate *g = t->gate;
+	int r = loop_init(&t->lp, t->l, t->region_fd, t->tid);
+	pthread_mutex_lock(&g->lock);
+	if (r < 0 && !g->failed) {
+		g->failed = true;
+		g->error = r;
+	}
+	g->ready++;
+	pthread_cond_broadcast(&g->cond);
+	while (!g->go)
+		pthread_cond_wait(&g->cond, &g->lock);
+	bool run = !g->failed;
+	pthread_mutex_unlock(&g->lock);
+	if (r >= 0) {
+		t->lp.parent = t->parent;
+		if (run)
+			run_loop(&t->lp);
+		io_uring_queue_exit(&t->lp.ring);
+	}
+	loop_free(&t->lp);
+	return NULL;
+}
+
 static int loader_run(asyncload_loader *l, pid_t parent)
 {
 	struct al_header *h = l->hdr;
@@ -941,37 +999,74 @@ static int loader_run(asyncload_loader *l, pid_t parent)
 
 	int lock_fd = take_loader_lock(l);
 	int r = lock_fd;
-	struct loop lp;
-	bool ring_up = false;
+	uint32_t n = h->n_threads ? h->n_threads : 1;
+	struct loader_thread *ts = NULL;
+	struct start_gate gate = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 	if (r >= 0) {
-		r = loop_init(&lp, l, lock_fd);
-		ring_up = r >= 0;
+		ts = calloc(n, sizeof(*ts));
+		r = ts ? 0 : -ENOMEM;
 	}
+	if (r >= 0) {
+		for (uint32_t i = 0; i < n; i++) {
+			ts[i] = (struct loader_thread){.l = l, .gate = &gate, .region_fd = lock_fd,
+			                               .parent = parent, .tid = i};
+		}
+		/* thread 0 is the calling thread */
+		for (uint32_t i = 1; i < n; i++) {
+			int e = pthread_create(&ts[i].thread, NULL, loader_thread_main, &ts[i]);
+			if (e) {
+				pthread_mutex_lock(&gate.lock);
+				gate.failed = true;
+				gate.error = -e;
+				gate.ready++;
+				pthread_mutex_unlock(&gate.lock);
+			} else {
+				ts[i].started = true;
+			}
+		}
+		int r0 = loop_init(&ts[0].lp, l, lock_fd, 0);
+		pthread_mutex_lock(&gate.lock);
+		if (r0 < 0 && !gate.failed) {
+			gate.failed = true;
+			gate.error = r0;
+		}
+		gate.ready++;
+		while (gate.ready < n)
+			pthread_cond_wait(&gate.cond, &gate.lock);
+		r = gate.failed ? gate.error : 0;
+		if (!gate.failed) {
+			atomic_store(&h->loader_pid, getpid());
+			atomic_store(&h->loader_fd, lock_fd);
+			uint32_t expected = AL_STATE_NEW;
+			/* a shutdown before we started is seen by every thread's loop */
+			atomic_compare_exchange_strong(&h->state, &expected, AL_STATE_RUNNING);
+			al_futex_wake(&h->state, INT_MAX);
+		}
+		gate.go = true;
+		pthread_cond_broadcast(&gate.cond);
+		pthread_mutex_unlock(&gate.lock);
+		if (r0 >= 0) {
+			ts[0].lp.parent = parent;
+			if (!gate.failed)
+				run_loop(&ts[0].lp);
+			io_uring_queue_exit(&ts[0].lp.ring);
+		}
+		loop_free(&ts[0].lp);
+		for (uint32_t i = 1; i < n; i++)
+			if (ts[i].started)
+				pthread_join(ts[i].thread, NULL);
+	}
+	free(ts);
 	if (r < 0) {
-		if (ring_up || lock_fd >= 0)
-			loop_free(&lp);
 		atomic_store(&h->start_error, r);
 		uint32_t expected = AL_STATE_NEW;
 		if (atomic_compare_exchange_strong(&h->state, &expected, AL_STATE_FAILED))
 			al_wake_all_workers(h);
+		al_futex_wake(&h->state, INT_MAX);
 		if (lock_fd >= 0)
 			close(lock_fd);
 		return r;
 	}
-	lp.parent = parent;
-	atomic_store(&h->loader_pid, getpid());
-	atomic_store(&h->loader_fd, lock_fd);
-	uint32_t expected = AL_STATE_NEW;
-	if (!atomic_compare_exchange_strong(&h->state, &expected, AL_STATE_RUNNING)) {
-		/* shut down before we started */
-		lp.stopping = true;
-	}
-	al_futex_wake(&h->state, INT_MAX);
-
-	run_loop(&lp);
-
-	io_uring_queue_exit(&lp.ring);
-	loop_free(&lp);
 	atomic_store(&h->state, AL_STATE_STOPPED);
 	al_wake_all_workers(h);
 	al_futex_wake(&h->state, INT_MAX);

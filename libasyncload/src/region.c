@@ -11,6 +11,7 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,10 +76,16 @@ bool al_state_final(uint32_t state)
 	return state == AL_STATE_STOPPED || state == AL_STATE_DEAD || state == AL_STATE_FAILED;
 }
 
-void al_ring_doorbell(struct al_header *h)
+void al_ring_bell(struct al_bell *b)
 {
-	atomic_fetch_add(&h->doorbell, 1);
-	al_futex_wake(&h->doorbell, INT_MAX);
+	atomic_fetch_add(&b->doorbell, 1);
+	al_futex_wake(&b->doorbell, INT_MAX);
+}
+
+void al_ring_all_bells(struct al_header *h)
+{
+	for (uint32_t t = 0; t < h->n_threads; t++)
+		al_ring_bell(&h->bells[t]);
 }
 
 void al_wake_all_workers(struct al_header *h)
@@ -118,6 +125,24 @@ uint32_t al_check_loader_alive(asyncload_loader *l, bool force)
 	return state;
 }
 
+/* Threads: as asked, else one per CPU this process may run on, never more
+ * than there are workers (a worker is served by one thread). */
+static uint32_t loader_threads(const struct asyncload_options *o)
+{
+	uint32_t n = o->n_threads;
+	if (n == 0) {
+		cpu_set_t set;
+		n = sched_getaffinity(0, sizeof(set), &set) == 0 ? (uint32_t)CPU_COUNT(&set) : 1;
+		if (n > 4)
+			n = 4;
+	}
+	if (n > o->n_workers)
+		n = o->n_workers;
+	if (n > ASYNCLOAD_MAX_THREADS)
+		n = ASYNCLOAD_MAX_THREADS;
+	return n ? n : 1;
+}
+
 ASYNCLOAD_EXPORT void asyncload_options_init(struct asyncload_options *opts)
 {
 	if (!opts)
@@ -130,6 +155,7 @@ ASYNCLOAD_EXPORT void asyncload_options_init(struct asyncload_options *opts)
 	opts->idle_iters = 0;
 	opts->direct = false;
 	opts->root = NULL;
+	opts->n_threads = 0;
 }
 
 static int check_options(const struct asyncload_options *o)
@@ -145,6 +171,8 @@ static int check_options(const struct asyncload_options *o)
 	if (o->max_file_size == 0 || o->max_file_size > ASYNCLOAD_MAX_FILE_SIZE)
 		return -EINVAL;
 	if (o->idle_iters > ASYNCLOAD_MAX_IDLE_ITERS)
+		return -EINVAL;
+	if (o->n_threads > ASYNCLOAD_MAX_THREADS)
 		return -EINVAL;
 	if (o->root && (o->root[0] == '\0' || strlen(o->root) >= ASYNCLOAD_PATH_MAX))
 		return -EINVAL;
@@ -238,6 +266,7 @@ ASYNCLOAD_EXPORT int asyncload_loader_new(asyncload_loader **ret, const struct a
 	h->idle_iters = opts->idle_iters;
 	h->direct = opts->direct;
 	h->ring_size = ring_size;
+	h->n_threads = loader_threads(opts);
 	h->workers_off = workers_off;
 	h->worker_stride = worker_stride;
 	h->entries_off = entries_off;
@@ -356,6 +385,7 @@ ASYNCLOAD_EXPORT int asyncload_loader_get_options(const asyncload_loader *l, str
 	o->idle_iters = h->idle_iters;
 	o->direct = h->direct;
 	o->root = l->root;
+	o->n_threads = h->n_threads;
 	return 0;
 }
 
@@ -388,7 +418,7 @@ ASYNCLOAD_EXPORT int asyncload_loader_shutdown(asyncload_loader *l)
 	uint32_t expected = AL_STATE_NEW;
 	if (atomic_compare_exchange_strong(&h->state, &expected, AL_STATE_STOPPED))
 		al_wake_all_workers(h);
-	al_ring_doorbell(h);
+	al_ring_all_bells(h);
 	return 0;
 }
 

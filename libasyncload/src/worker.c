@@ -158,6 +158,7 @@ ASYNCLOAD_EXPORT int asyncload_worker_get(asyncload_loader *l, uint32_t id, asyn
 	w->req_ring = al_req_ring(ws);
 	w->cmp_ring = al_cmp_ring(h, ws);
 	w->id = id;
+	w->bell = &h->bells[id % h->n_threads];
 	/* A new generation: whatever the previous holder left is recognisable. */
 	w->gen = atomic_fetch_add(&ws->gen, 1) + 1;
 	reclaim_entries(l, ws, id);
@@ -274,9 +275,9 @@ ASYNCLOAD_EXPORT int asyncload_worker_request_range(asyncload_worker *w, const c
 	 * The first ringer clears the flag, so a burst of requests costs one
 	 * wake-up; the loader sets it again before it next sleeps. */
 	atomic_thread_fence(memory_order_seq_cst);
-	if (atomic_load_explicit(&h->loader_sleeping, memory_order_relaxed) &&
-	    atomic_exchange(&h->loader_sleeping, 0))
-		al_ring_doorbell(h);
+	if (atomic_load_explicit(&w->bell->sleeping, memory_order_relaxed) &&
+	    atomic_exchange(&w->bell->sleeping, 0))
+		al_ring_bell(w->bell);
 	return 0;
 }
 
