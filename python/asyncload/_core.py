@@ -44,6 +44,8 @@ __all__ = ["Loader", "Worker", "Entry", "LoadRequest"]
 _WAIT_SLICE_MS = 100
 
 _NOT_REGULAR = "Not a regular file (FIFO, socket or device)"
+_FS_ENCODING = sys.getfilesystemencoding()
+_FS_ERRORS = sys.getfilesystemencodeerrors()
 
 _U32_MAX = 0xFFFF_FFFF
 _U64_MAX = 0xFFFF_FFFF_FFFF_FFFF
@@ -154,10 +156,11 @@ class Entry:
         self._worker = worker
         self._gen = worker._gen
         self._pid = _pid
-        self._path: str = os.fsdecode(ffi.string(lib.asyncload_entry_path(ptr)))
-        self._size: int = int(lib.asyncload_entry_size(ptr))
-        self._offset: int = int(lib.asyncload_entry_offset(ptr))
-        self._error: int = -int(lib.asyncload_entry_error(ptr))
+        # os.fsdecode, minus its type dispatch: this runs once per file
+        self._path: str = ffi.string(lib.asyncload_entry_path(ptr)).decode(_FS_ENCODING, _FS_ERRORS)
+        self._size: int = lib.asyncload_entry_size(ptr)
+        self._offset: int = lib.asyncload_entry_offset(ptr)
+        self._error: int = -lib.asyncload_entry_error(ptr)
         self._view: Optional[memoryview] = None
         self._released = False
         worker._loader._entries.add(self)
@@ -547,9 +550,10 @@ class Worker:
                             rc = req_whole(wptr, raw)
                         else:
                             rc = req_range(wptr, raw, off, ln)
-                        if rc == -errno.EAGAIN:
-                            break
-                        check_error(rc, os.fsdecode(raw))
+                        if rc < 0:
+                            if rc == -errno.EAGAIN:
+                                break
+                            check_error(rc, os.fsdecode(raw))
                         pending = None
                         outstanding += 1
                 if outstanding == 0:
@@ -587,7 +591,7 @@ class Loader:
     """A loader: the shared region, plus the process that fills it.
 
     ``Loader(queue_depth, max_file_size, n_workers, dispatch_n=1,
-    idle_iters=0, direct=False, root=None)`` creates the region; then either
+    idle_iters=0, direct=False, root=None, n_threads=0)`` creates the region; then either
     :meth:`spawn_loader` forks the loader process, or :meth:`become_loader`
     makes this process the loader. ``with Loader(...) as loader:`` spawns it
     (if not started) and shuts down and closes on exit.
@@ -597,7 +601,7 @@ class Loader:
 
     def __init__(self, queue_depth: int, max_file_size: int, n_workers: int,
                  dispatch_n: int = 1, idle_iters: int = 0, direct: bool = False,
-                 root: Optional[PathArg] = None) -> None:
+                 root: Optional[PathArg] = None, n_threads: int = 0) -> None:
         self._cptr = None  # so close()/__del__ work if validation fails
         opts = ffi.new("struct asyncload_options *")
         lib.asyncload_options_init(opts)
@@ -609,6 +613,7 @@ class Loader:
         if not isinstance(direct, (bool, int)):
             raise TypeError(f"direct must be a bool, not {type(direct).__name__}")
         opts.direct = bool(direct)
+        opts.n_threads = _int_arg("n_threads", n_threads, int(lib.ASYNCLOAD_MAX_THREADS))
         root_c = ffi.new("char[]", encode_path(root)) if root is not None else ffi.NULL
         opts.root = root_c
         out = ffi.new("asyncload_loader **")
