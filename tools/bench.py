@@ -192,22 +192,14 @@ def _asyncload_worker(ctx, share, qd, conn, start):
     conn.send("ready")
     start.wait()
     c0 = cpu_self()
-    request, try_get, wait_get = w.request, w.try_get, w.wait_get
-    n, i, inflight, nbytes, errors = len(share), 0, 0, 0, 0
-    while i < n or inflight:
-        # keep the queue full: a refused request means every entry is busy
-        while i < n and inflight < qd and request(share[i]):
-            i += 1
-            inflight += 1
-        e = try_get()
-        if e is None:
-            e = wait_get()
+    # Worker.load() keeps the queue full, refilling it in bursts
+    n, nbytes, errors = len(share), 0, 0
+    for e in w.load(share):
         try:
             nbytes += len(e.data)
         except asyncload.LoadError:
             errors += 1
         e.release()
-        inflight -= 1
     conn.send(dict(bytes=nbytes, files=n, errors=errors, cpu=cpu_self() - c0,
                    pss_kb=pss_kb(os.getpid())))
 
