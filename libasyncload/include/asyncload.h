@@ -89,7 +89,7 @@ int  asyncload_loader_handle(const asyncload_loader *l, char *buf, size_t len);
 int  asyncload_loader_run(asyncload_loader *l);
 
 /* Forks a loader process and returns once it serves requests (or with the
- * error that stopped it from starting). The child ignores SIGINT, shuts down
+ * error that stopped it from starting); *pid (if pid is not NULL) is its pid. The child ignores SIGINT, shuts down
  * cleanly on SIGTERM, and exits by itself when the process that spawned it
  * dies. */
 int  asyncload_loader_spawn(asyncload_loader *l, pid_t *pid);
@@ -105,7 +105,9 @@ int  asyncload_loader_shutdown(asyncload_loader *l);
 int  asyncload_loader_status(asyncload_loader *l);
 
 /* Unmaps the region. In the process that spawned the loader, it also shuts
- * the loader down and reaps it (SIGKILL after 5 s). */
+ * the loader down and reaps it (SIGKILL after 5 s). Must not be called while
+ * asyncload_loader_run() still runs on the same handle in another thread:
+ * shut down and wait for it to return first. */
 asyncload_loader *asyncload_loader_free(asyncload_loader *l);
 
 /* The options the region was created with (root is not kept: NULL). */
@@ -114,11 +116,14 @@ int  asyncload_loader_get_options(const asyncload_loader *l, struct asyncload_op
 /* ---- worker ------------------------------------------------------------ */
 
 /* Claims worker slot `id` for the calling process. -EINVAL for id out of
- * range; -EBUSY if another live process holds it. A slot whose holder died
+ * range; -EBUSY if a live process holds it (the caller included: one
+ * handle per slot and process). A slot whose holder died
  * (or freed it) is taken over with its whole queue: entries it held are
  * reclaimed, and reads it left in flight are waited for (up to 5 s). A
  * worker handle belongs to
- * the process that got it and is safe to use from several of its threads. */
+ * the process that got it and is safe to use from several of its threads; a
+ * forked child must not use (or free) handles or entries it inherited: it
+ * claims a slot of its own. */
 int  asyncload_worker_get(asyncload_loader *l, uint32_t id, asyncload_worker **ret);
 
 /* Gives the slot back. Entries still held stay readable until the next
@@ -142,7 +147,9 @@ int  asyncload_worker_request_range(asyncload_worker *w, const char *path,
 int  asyncload_worker_try_get(asyncload_worker *w, asyncload_entry **ret);
 
 /* Sleeps (futex, no spinning) until an entry completes. timeout_ms < 0 waits
- * forever. -ETIMEDOUT, -EINTR (a signal arrived: check it and call again),
+ * forever. -ETIMEDOUT, -EINTR (a signal arrived while it slept: check it and
+ * call again; a signal handled just before the sleep is not reported, so
+ * callers that must react to signals wait in finite slices),
  * -ESHUTDOWN (loader stopped or died; noticed within 100 ms). */
 int  asyncload_worker_wait_get(asyncload_worker *w, asyncload_entry **ret, int timeout_ms);
 
@@ -163,7 +170,8 @@ const void *asyncload_entry_data(const asyncload_entry *e);
 uint64_t    asyncload_entry_size(const asyncload_entry *e);   /* exact bytes, no padding */
 uint64_t    asyncload_entry_offset(const asyncload_entry *e); /* 0 for whole files */
 int         asyncload_entry_error(const asyncload_entry *e);  /* 0, or -errno of this load */
-/* Hands the entry back for reuse; its data must not be touched afterwards. */
+/* Hands the entry back for reuse; its data must not be touched afterwards.
+ * NULL is ignored; releasing an entry twice is harmless until it is reused. */
 void        asyncload_entry_release(asyncload_entry *e);
 
 /* Message for a negative errno returned by this library. */
