@@ -110,18 +110,18 @@ int  asyncload_loader_status(asyncload_loader *l);
  * shut down and wait for it to return first. */
 asyncload_loader *asyncload_loader_free(asyncload_loader *l);
 
-/* The options the region was created with (root is not kept: NULL). */
+/* The options the region was created with (root as its resolved real path,
+ * valid while the handle lives). */
 int  asyncload_loader_get_options(const asyncload_loader *l, struct asyncload_options *opts);
 
 /* ---- worker ------------------------------------------------------------ */
 
 /* Claims worker slot `id` for the calling process. -EINVAL for id out of
- * range; -EBUSY if a live process holds it (the caller included: one
- * handle per slot and process). A slot whose holder died
- * (or freed it) is taken over with its whole queue: entries it held are
- * reclaimed, and reads it left in flight are waited for (up to 5 s). A
- * worker handle belongs to
- * the process that got it and is safe to use from several of its threads; a
+ * range; -EBUSY if a live process holds it (the caller included: one handle
+ * per slot and process). A slot whose holder died (or freed it) is taken
+ * over with its whole queue: entries it held are reclaimed, and reads it
+ * left in flight are waited for (up to 5 s). A worker handle belongs to the
+ * process that got it and is safe to use from several of its threads; a
  * forked child must not use (or free) handles or entries it inherited: it
  * claims a slot of its own. */
 int  asyncload_worker_get(asyncload_loader *l, uint32_t id, asyncload_worker **ret);
