@@ -1,19 +1,23 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * loader.c - the loader: one io_uring event loop that takes requests from
- * every worker's ring, opens, sizes, reads and closes each file through
- * io_uring, and posts completions back.
+ * loader.c - the loader: io_uring event loops (one per loader thread) that
+ * take requests from their workers' rings, open, size, read and close each
+ * file, and post completions back.
  *
- * A request walks these steps (each one a CQE; no blocking syscall per file):
+ * A request walks these steps (each one a CQE; nothing here waits for a disk):
  *
+ *   cached path: openat2(RESOLVE_CACHED) + fstat in the loop (both answer
+ *                from the kernel's caches or fail with EAGAIN) -> READ ...
+ *                -> CLOSE(fd)
  *   unconfined:  STATX(path) -> [slot] OPENAT(direct slot) + READ (linked)
  *                -> READ ... -> CLOSE(slot)
  *   confined:    [slot] OPENAT2(root, path, RESOLVE_BENEATH) -> STATX(fd)
  *                -> READ ... -> CLOSE(fd)
  *
- * STATX comes first so that FIFOs, sockets and devices are refused before
- * anything opens them (opening a FIFO can block forever). A "slot" bounds the
- * files open at once, which RLIMIT_NOFILE limits.
+ * STATX comes before the open on the slow path so that FIFOs, sockets and
+ * devices are refused before anything opens them (opening a FIFO can block
+ * forever); every open is O_NONBLOCK besides. A "slot" bounds the files open
+ * at once, which RLIMIT_NOFILE limits.
  *
  * The loader sleeps when idle: on kernels with IORING_OP_FUTEX_WAIT (6.7+) a
  * futex wait on the doorbell word sits in the ring beside the I/O, so one
@@ -95,7 +99,7 @@ struct req {
 	int32_t err;       /* the open's error, of an open+read pair */
 	int32_t read_res;  /* the read's result, of an open+read pair */
 	int32_t slot;      /* open-file slot, -1 if none */
-	int32_t fd;        /* confined mode: a real descriptor */
+	int32_t fd;        /* a real descriptor (cached path, confined), else -1 */
 	uint32_t skew;     /* O_DIRECT: data starts this far into the buffer */
 	uint64_t want;     /* bytes the entry should hold at most */
 	uint64_t file_off; /* where reading starts */
@@ -129,8 +133,8 @@ struct loop {
 	uint32_t pending_sqes;
 	uint32_t idle_polls;
 	bool futex_op;
-	bool async_reads;
-	bool cached_lookup;     /* stat_from_cache() works on this kernel */       /* copies run on io-wq threads: every core copies */
+	bool async_reads;       /* ASYNCLOAD_ASYNC_READS: reads forced onto io-wq */
+	bool cached_lookup;     /* open_from_cache() works on this kernel */
 	bool doorbell_armed;
 	bool stopping;
 	int root_fd;
