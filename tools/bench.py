@@ -311,11 +311,13 @@ def build_ceiling(out_dir):
 
 class Cache:
     """Drops the page cache (drop_caches when allowed, else fadvise(DONTNEED) per file) or
-    fills it (reads every file once)."""
+    fills it (reads every file once). tools/bench_torch.py uses it too."""
 
-    def __init__(self, paths, ceiling):
+    def __init__(self, paths, ceiling=None, method="drop_caches"):
         self.paths, self.ceiling = paths, ceiling
         self.method = "fadvise"
+        if method == "fadvise":
+            return
         try:
             os.sync()
             with open("/proc/sys/vm/drop_caches", "w") as f:

@@ -108,42 +108,11 @@ def make_jpegs(root: str, n: int, seed: int, jobs: int) -> List[str]:
 # ------------------------------------------------------------------ page cache
 
 
-class CacheDropper:
-    """Empties the page cache of the dataset: drop_caches when allowed, else
-    fadvise(DONTNEED) per file (which drops clean pages just as well).
-
-    drop_caches also evicts the code of Python, torch and Pillow that the
-    running workers use, so a "cold" epoch pays for faulting that back in
-    too; `--cold fadvise` evicts only the dataset's files."""
-
-    def __init__(self, paths: List[str], method: str = "drop_caches") -> None:
-        self.paths = paths
-        if method == "fadvise":
-            self.method = "fadvise(DONTNEED)"
-            return
-        try:
-            os.sync()
-            with open("/proc/sys/vm/drop_caches", "w") as f:
-                f.write("3\n")
-            self.method = "drop_caches"
-        except OSError:
-            self.method = "fadvise(DONTNEED)"
-
-    def drop(self) -> None:
-        os.sync()
-        if self.method == "drop_caches":
-            with open("/proc/sys/vm/drop_caches", "w") as f:
-                f.write("3\n")
-            return
-        for p in self.paths:
-            fd = os.open(p, os.O_RDONLY)
-            try:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            finally:
-                os.close(fd)
-
-
-# ------------------------------------------------------------------ workloads
+# bench.py's Cache: drop_caches when allowed (as root), else, or with `--cold fadvise`,
+# fadvise(DONTNEED) per file. drop_caches also evicts the code of Python, torch and Pillow
+# that the running workers use, so a "cold" epoch pays for faulting that back in too;
+# fadvise evicts only the dataset's files.
+from bench import Cache as CacheDropper  # noqa: E402
 
 
 def decode_224(data: Any) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import asyncload
 
@@ -50,9 +50,9 @@ def load_and_check(worker: "asyncload.Worker", expected: Dict[str, bytes]) -> Li
     return problems
 
 
-def child_count(pid: int) -> int:
-    """Processes (zombies included) whose parent is pid."""
-    n = 0
+def children_of(pid: int) -> List[Tuple[int, str]]:
+    """(pid, state) of every process, zombies included, whose parent is pid."""
+    out = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -64,8 +64,13 @@ def child_count(pid: int) -> int:
         # the command name may hold spaces: fields after the last ')'
         fields = stat[stat.rindex(")") + 2:].split()
         if int(fields[1]) == pid:
-            n += 1
-    return n
+            out.append((int(name), fields[0]))
+    return out
+
+
+def child_count(pid: int) -> int:
+    """Processes (zombies included) whose parent is pid."""
+    return len(children_of(pid))
 
 
 def fd_count() -> int:

@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import pytest
 
 import asyncload
+from al_testutil import children_of
 
 # Forked children start in milliseconds and inherit the Loader object, which
 # is what most fault scenarios need; pickling to spawn children is covered by
@@ -68,22 +69,6 @@ def proc_state(pid: int) -> Optional[str]:
     except OSError:
         return None
     return stat[stat.rindex(")") + 2]
-
-
-def children_of(pid: int) -> List[Tuple[int, str]]:
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[1]) == pid:
-            out.append((int(name), fields[0]))
-    return out
 
 
 def wait_exited(pid: int, within: float) -> Optional[str]:
