@@ -114,6 +114,14 @@ def _int_arg(name: str, value: Any, maximum: int) -> int:
     return v
 
 
+def _positive_arg(name: str, value: Any, maximum: int) -> int:
+    """An integer argument in [1, maximum]."""
+    v = _int_arg(name, value, maximum)
+    if v == 0:
+        raise ValueError(f"{name} must be at least 1")
+    return v
+
+
 def _has_derived_views(view: memoryview) -> bool:
     """True if memoryviews other than ``view`` share its underlying buffer.
 
@@ -605,9 +613,15 @@ class Loader:
         self._cptr = None  # so close()/__del__ work if validation fails
         opts = ffi.new("struct asyncload_options *")
         lib.asyncload_options_init(opts)
-        opts.queue_depth = _int_arg("queue_depth", queue_depth, _U32_MAX)
-        opts.max_file_size = _int_arg("max_file_size", max_file_size, _U64_MAX)
-        opts.n_workers = _int_arg("n_workers", n_workers, _U32_MAX)
+        opts.queue_depth = _positive_arg("queue_depth", queue_depth,
+                                         int(lib.ASYNCLOAD_MAX_QUEUE_DEPTH))
+        opts.max_file_size = _positive_arg("max_file_size", max_file_size,
+                                           int(lib.ASYNCLOAD_MAX_FILE_SIZE))
+        opts.n_workers = _positive_arg("n_workers", n_workers, int(lib.ASYNCLOAD_MAX_WORKERS))
+        if opts.n_workers * opts.queue_depth > lib.ASYNCLOAD_MAX_ENTRIES:
+            raise ValueError(
+                f"n_workers * queue_depth is too large ({opts.n_workers} * {opts.queue_depth}, "
+                f"at most {int(lib.ASYNCLOAD_MAX_ENTRIES)} entries)")
         opts.dispatch_n = _int_arg("dispatch_n", dispatch_n, _U32_MAX)
         opts.idle_iters = _int_arg("idle_iters", idle_iters, int(lib.ASYNCLOAD_MAX_IDLE_ITERS))
         if not isinstance(direct, (bool, int)):
