@@ -67,9 +67,12 @@
 #define AL_SLEEP_MS 200            /* idle wake-up to notice a dead parent */
 #define AL_BATCH_POLL_US 50        /* one "idle iteration" while batching */
 #define AL_PARENT_CHECK_NS (200ull * 1000 * 1000)
-/* Give back an entry's pages beyond what the next load needs once more than
- * this would stay committed for nothing. */
+/* An entry gives back the pages its next load will not use once they are
+ * more than AL_TRIM_SLACK, and only while the thread's entries hold more
+ * than AL_TRIM_BUDGET in all: punching holes and faulting the pages back in
+ * for the next large file costs CPU, so a modest working set is kept. */
 #define AL_TRIM_SLACK (1ull << 20)
+#define AL_TRIM_BUDGET (64ull << 20)
 
 enum op {
 	OP_STATX = 1,
@@ -129,6 +132,7 @@ struct loop {
 	uint32_t in_flight;     /* requests not yet completed */
 	uint32_t closes;        /* CLOSE and TRIM ops not yet reaped */
 	uint64_t *committed;    /* per entry: bytes of its buffer that may hold pages */
+	uint64_t committed_total; /* their sum over this thread's entries */
 	int region_fd;          /* the loader's own descriptor of the region */
 	uint32_t pending_sqes;
 	uint32_t idle_polls;
@@ -362,7 +366,7 @@ static void trim_entry(struct loop *lp, uint32_t idx, uint64_t will_use)
 {
 	uint64_t keep = (will_use + AL_PAGE - 1) & ~(uint64_t)(AL_PAGE - 1);
 	uint64_t had = lp->committed[idx];
-	if (had <= keep + AL_TRIM_SLACK)
+	if (had <= keep + AL_TRIM_SLACK || lp->committed_total <= AL_TRIM_BUDGET)
 		return;
 	struct al_entry_shm *e = al_entry_at(lp->h, idx);
 	uint64_t buf_off = (uint64_t)(al_entry_buffer(e) - (char *)lp->h);
@@ -372,6 +376,7 @@ static void trim_entry(struct loop *lp, uint32_t idx, uint64_t will_use)
 	io_uring_sqe_set_data64(sqe, ud(idx, OP_TRIM));
 	lp->closes++;
 	lp->committed[idx] = keep;
+	lp->committed_total -= had - keep;
 	lp->reqs[idx].trim_pending = true;
 }
 
@@ -427,8 +432,10 @@ static void finish_read(struct loop *lp, uint32_t idx)
 	if (size > r->want)
 		size = r->want; /* O_DIRECT rounding, or a file that grew */
 	uint64_t touched = (r->got + AL_PAGE - 1) & ~(uint64_t)(AL_PAGE - 1);
-	if (touched > lp->committed[idx])
+	if (touched > lp->committed[idx]) {
+		lp->committed_total += touched - lp->committed[idx];
 		lp->committed[idx] = touched;
+	}
 	prep_close(lp, r);
 	if (!r->size_known && size > lp->h->max_file_size)
 		complete(lp, idx, -EFBIG, 0);
