@@ -23,30 +23,29 @@ const char *t_name = "test";
 static char tmpdir_buf[4096];
 static pid_t tmpdir_owner;
 
-void t_fail(const char *file, int line, const char *fmt, ...)
+static __attribute__((noreturn)) void vfail(const char *file, int line, const char *cond, const char *fmt, va_list ap)
 {
-	va_list ap;
-
 	fprintf(stderr, "%s[%d]: FAIL %s:%d: ", t_name, (int)getpid(), file, line);
-	va_start(ap, fmt);
+	if (cond)
+		fprintf(stderr, "CHECK(%s)", cond);
 	vfprintf(stderr, fmt, ap);
-	va_end(ap);
 	fputc('\n', stderr);
 	fflush(stderr);
 	exit(T_EXIT_FAIL);
 }
 
+void t_fail(const char *file, int line, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vfail(file, line, NULL, fmt, ap);
+}
+
 void t_check_failed(const char *file, int line, const char *cond, const char *fmt, ...)
 {
 	va_list ap;
-
-	fprintf(stderr, "%s[%d]: FAIL %s:%d: CHECK(%s)", t_name, (int)getpid(), file, line, cond);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	fflush(stderr);
-	exit(T_EXIT_FAIL);
+	vfail(file, line, cond, fmt, ap);
 }
 
 void t_init(const char *name)
@@ -249,19 +248,11 @@ int64_t t_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static int fds_in(pid_t pid);
+
 int t_count_fds(void)
 {
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *de;
-	int n = 0;
-
-	if (!d)
-		t_fail(__FILE__, __LINE__, "opendir(/proc/self/fd): %s", strerror(errno));
-	while ((de = readdir(d)))
-		if (de->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n - 1; /* the DIR's own descriptor */
+	return fds_in(getpid()) - 1; /* less the listing's own descriptor */
 }
 
 long t_proc_status_kb(pid_t pid, const char *field)
@@ -317,6 +308,19 @@ int t_wait_child_timeout(pid_t pid, int ms)
 	}
 }
 
+
+int t_settled_fds_of(pid_t pid)
+{
+	int last = fds_in(pid), same = 0;
+	for (int i = 0; i < 200 && same < 3; i++) {
+		usleep(10000);
+		int n = fds_in(pid);
+		same = n == last ? same + 1 : 0;
+		last = n;
+	}
+	return last;
+}
+
 static int fds_in(pid_t pid)
 {
 	char path[64];
@@ -329,16 +333,4 @@ static int fds_in(pid_t pid)
 		n += de->d_name[0] != '.';
 	closedir(d);
 	return n;
-}
-
-int t_settled_fds_of(pid_t pid)
-{
-	int last = fds_in(pid), same = 0;
-	for (int i = 0; i < 200 && same < 3; i++) {
-		usleep(10000);
-		int n = fds_in(pid);
-		same = n == last ? same + 1 : 0;
-		last = n;
-	}
-	return last;
 }

@@ -39,6 +39,21 @@ PYTHON_PATH = os.pathsep.join(p for p in sys.path if p)
 CLOSED_WITHIN_S = 1.0
 
 
+
+def start_waiter(w: Any) -> Tuple[threading.Thread, List[Any]]:
+    """A thread asleep in w.wait_get(); out gets (exception, when it came)."""
+    out: List[Any] = []
+
+    def wait() -> None:
+        try:
+            w.wait_get()
+        except BaseException as exc:  # noqa: BLE001 - checked by the caller
+            out.append((exc, time.monotonic()))
+
+    t = threading.Thread(target=wait)
+    t.start()
+    return t, out
+
 # ---------------------------------------------------------------- /proc probes
 
 
@@ -261,16 +276,7 @@ def test_sigkill_loader_waiter_in_creator(clean_process: Any) -> None:
     loader = asyncload.Loader(4, 4096, 1)
     pid = loader.spawn_loader()
     w = loader.get_worker_context(0)
-    out: List[Any] = []
-
-    def wait() -> None:
-        try:
-            w.wait_get()
-        except BaseException as exc:  # noqa: BLE001 - checked below
-            out.append((exc, time.monotonic()))
-
-    t = threading.Thread(target=wait)
-    t.start()
+    t, out = start_waiter(w)
     time.sleep(0.2)
     t_kill = time.monotonic()
     os.kill(pid, signal.SIGKILL)
@@ -321,16 +327,7 @@ def test_creator_killed_loader_exits(tmp_path: pathlib.Path, mode: str, clean_pr
         assert w.request(next(iter(files)))
         with w.wait_get(timeout=5) as e:
             assert e.get_data() == files[e.path]
-        out: List[Any] = []
-
-        def wait() -> None:
-            try:
-                w.wait_get()
-            except BaseException as exc:  # noqa: BLE001 - checked below
-                out.append((exc, time.monotonic()))
-
-        t = threading.Thread(target=wait)
-        t.start()
+        t, out = start_waiter(w)
         time.sleep(0.3)
         t_kill = time.monotonic()
         creator.kill()
