@@ -25,7 +25,7 @@ extern "C" {
 #endif
 
 #define ASYNCLOAD_VERSION_MAJOR 0
-#define ASYNCLOAD_VERSION_MINOR 1
+#define ASYNCLOAD_VERSION_MINOR 2
 
 /* Limits enforced by asyncload_loader_new() (-EINVAL beyond them). */
 #define ASYNCLOAD_MAX_WORKERS      1024u
@@ -130,14 +130,24 @@ int  asyncload_worker_get(asyncload_loader *l, uint32_t id, asyncload_worker **r
  * holder claims the slot. */
 asyncload_worker *asyncload_worker_free(asyncload_worker *w);
 
-/* Queues a load of the whole file. Relative paths are resolved against the
+/* Queues a load of `length` bytes at `offset` of `path` (offset 0 and
+ * length ASYNCLOAD_WHOLE_FILE: the whole file) and attaches `tag`, any
+ * 64-bit value, which the completion carries back untouched
+ * (asyncload_entry_tag()): it tells apart requests for the same path.
+ * Returns 0, or at once: -EAGAIN no free entry (release one), -EINVAL empty
+ * path, -ENAMETOOLONG too long, -ESHUTDOWN loader stopped. Relative paths
+ * are resolved as for asyncload_worker_request(). */
+int  asyncload_worker_submit(asyncload_worker *w, const char *path,
+                             uint64_t offset, uint64_t length, uint64_t tag);
+
+/* Queues a load of the whole file, tag 0. Relative paths are resolved against the
  * caller's working directory at request time (against `root` when the loader
  * is confined). Returns 0, or at once: -EAGAIN no free entry (release one),
  * -EINVAL empty path, -ENAMETOOLONG too long, -ESHUTDOWN loader stopped. */
 int  asyncload_worker_request(asyncload_worker *w, const char *path);
 
 /* Queues a load of `length` bytes at `offset` (ASYNCLOAD_WHOLE_FILE: to the
- * end). Past the end of file the entry holds the bytes that exist; a length
+ * end), tag 0. Past the end of file the entry holds the bytes that exist; a length
  * above max_file_size completes with -EFBIG. */
 int  asyncload_worker_request_range(asyncload_worker *w, const char *path,
                                     uint64_t offset, uint64_t length);
@@ -152,6 +162,13 @@ int  asyncload_worker_try_get(asyncload_worker *w, asyncload_entry **ret);
  * callers that must react to signals wait in finite slices),
  * -ESHUTDOWN (loader stopped or died; noticed within 100 ms). */
 int  asyncload_worker_wait_get(asyncload_worker *w, asyncload_entry **ret, int timeout_ms);
+
+/* Sleeps like asyncload_worker_wait_get() until at least one entry has
+ * completed, then moves up to `max` completed entries into out[] without
+ * sleeping again. Returns how many (1..max), or -EINVAL (max 0), -ETIMEDOUT,
+ * -EINTR, -ESHUTDOWN as wait_get does. A consumer wakes once per burst. */
+int  asyncload_worker_wait_batch(asyncload_worker *w, asyncload_entry **out,
+                                 unsigned max, int timeout_ms);
 
 /* Requests queued or being read (not yet returned by *_get). */
 uint32_t asyncload_worker_in_flight(const asyncload_worker *w);
@@ -169,6 +186,7 @@ const char *asyncload_entry_path(const asyncload_entry *e);   /* as requested */
 const void *asyncload_entry_data(const asyncload_entry *e);
 uint64_t    asyncload_entry_size(const asyncload_entry *e);   /* exact bytes, no padding */
 uint64_t    asyncload_entry_offset(const asyncload_entry *e); /* 0 for whole files */
+uint64_t    asyncload_entry_tag(const asyncload_entry *e);    /* the request's tag */
 int         asyncload_entry_error(const asyncload_entry *e);  /* 0, or -errno of this load */
 /* Hands the entry back for reuse; its data must not be touched afterwards.
  * NULL is ignored; releasing an entry twice is harmless until it is reused. */

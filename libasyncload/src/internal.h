@@ -119,6 +119,7 @@ struct al_entry_shm {
 	uint32_t _pad0;
 	uint64_t offset;
 	uint64_t length;         /* ASYNCLOAD_WHOLE_FILE or a range length */
+	uint64_t tag;            /* the caller's, returned untouched */
 	uint64_t size;
 	int64_t data_rel;        /* buffer address minus this entry's address */
 	uint32_t data_skew;      /* O_DIRECT: bytes between buffer and data */

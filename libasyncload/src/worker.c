@@ -190,8 +190,8 @@ static bool loader_refuses(asyncload_loader *l)
 	       atomic_load_explicit(&h->shutdown_requested, memory_order_relaxed);
 }
 
-ASYNCLOAD_EXPORT int asyncload_worker_request_range(asyncload_worker *w, const char *path, uint64_t offset,
-                                                    uint64_t length)
+ASYNCLOAD_EXPORT int asyncload_worker_submit(asyncload_worker *w, const char *path, uint64_t offset,
+                                             uint64_t length, uint64_t tag)
 {
 	if (!w || !path)
 		return -EINVAL;
@@ -242,6 +242,7 @@ ASYNCLOAD_EXPORT int asyncload_worker_request_range(asyncload_worker *w, const c
 	e->data_skew = 0;
 	e->offset = offset;
 	e->length = length;
+	e->tag = tag;
 	e->open_off = 0;
 	if (prefix) {
 		memcpy(e->path, cwd, prefix);
@@ -281,9 +282,15 @@ ASYNCLOAD_EXPORT int asyncload_worker_request_range(asyncload_worker *w, const c
 	return 0;
 }
 
+ASYNCLOAD_EXPORT int asyncload_worker_request_range(asyncload_worker *w, const char *path, uint64_t offset,
+                                                    uint64_t length)
+{
+	return asyncload_worker_submit(w, path, offset, length, 0);
+}
+
 ASYNCLOAD_EXPORT int asyncload_worker_request(asyncload_worker *w, const char *path)
 {
-	return asyncload_worker_request_range(w, path, 0, ASYNCLOAD_WHOLE_FILE);
+	return asyncload_worker_submit(w, path, 0, ASYNCLOAD_WHOLE_FILE, 0);
 }
 
 /* The loader is gone: answer what it never took, so nothing is lost. */
@@ -312,20 +319,16 @@ static int take_orphan(asyncload_worker *w, asyncload_entry **ret)
 	return -ESHUTDOWN;
 }
 
-ASYNCLOAD_EXPORT int asyncload_worker_try_get(asyncload_worker *w, asyncload_entry **ret)
+/* Moves up to max completed entries of the current generation to out[];
+ * w->lock held. Returns how many. */
+static unsigned take_completions(asyncload_worker *w, asyncload_entry **out, unsigned max)
 {
-	if (!w || !ret)
-		return -EINVAL;
-	*ret = NULL;
 	struct al_header *h = w->loader->hdr;
 	struct al_worker_shm *ws = w->shm;
-	int r = -EAGAIN;
-	pthread_mutex_lock(&w->lock);
+	unsigned n = 0;
 	uint32_t head = atomic_load_explicit(&ws->cmp_head, memory_order_relaxed);
-	for (;;) {
-		uint32_t tail = atomic_load_explicit(&ws->cmp_tail, memory_order_acquire);
-		if (head == tail)
-			break;
+	uint32_t tail = atomic_load_explicit(&ws->cmp_tail, memory_order_acquire);
+	while (head != tail && n < max) {
 		uint32_t local = w->cmp_ring[head & (h->ring_size - 1)];
 		head++;
 		if (local >= h->queue_depth)
@@ -337,25 +340,45 @@ ASYNCLOAD_EXPORT int asyncload_worker_try_get(asyncload_worker *w, asyncload_ent
 		}
 		atomic_store_explicit(&e->state, AL_ENTRY_HELD, memory_order_relaxed);
 		atomic_fetch_sub_explicit(&w->in_flight, 1, memory_order_relaxed);
-		*ret = (asyncload_entry *)e;
-		r = 0;
-		break;
+		out[n++] = (asyncload_entry *)e;
 	}
 	atomic_store_explicit(&ws->cmp_head, head, memory_order_release);
-	if (r == -EAGAIN && al_state_final(al_check_loader_alive(w->loader, false)))
-		r = take_orphan(w, ret);
+	return n;
+}
+
+/* Up to max entries without sleeping: a count, -EAGAIN if none is ready,
+ * -ESHUTDOWN once the loader is gone and nothing is left. */
+static int try_get_batch(asyncload_worker *w, asyncload_entry **out, unsigned max)
+{
+	pthread_mutex_lock(&w->lock);
+	int r = (int)take_completions(w, out, max);
+	if (r == 0) {
+		r = -EAGAIN;
+		if (al_state_final(al_check_loader_alive(w->loader, false)))
+			r = take_orphan(w, out) == 0 ? 1 : -ESHUTDOWN;
+	}
 	pthread_mutex_unlock(&w->lock);
 	return r;
 }
 
-ASYNCLOAD_EXPORT int asyncload_worker_wait_get(asyncload_worker *w, asyncload_entry **ret, int timeout_ms)
+ASYNCLOAD_EXPORT int asyncload_worker_try_get(asyncload_worker *w, asyncload_entry **ret)
 {
 	if (!w || !ret)
+		return -EINVAL;
+	*ret = NULL;
+	int r = try_get_batch(w, ret, 1);
+	return r > 0 ? 0 : r;
+}
+
+ASYNCLOAD_EXPORT int asyncload_worker_wait_batch(asyncload_worker *w, asyncload_entry **out, unsigned max,
+                                                 int timeout_ms)
+{
+	if (!w || !out || max == 0)
 		return -EINVAL;
 	struct al_worker_shm *ws = w->shm;
 	uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : al_now_ns() + (uint64_t)timeout_ms * 1000000ull;
 	for (;;) {
-		int r = asyncload_worker_try_get(w, ret);
+		int r = try_get_batch(w, out, max);
 		if (r != -EAGAIN)
 			return r;
 		uint64_t now = al_now_ns();
@@ -375,6 +398,15 @@ ASYNCLOAD_EXPORT int asyncload_worker_wait_get(asyncload_worker *w, asyncload_en
 		if (rc == -EINTR)
 			return -EINTR;
 	}
+}
+
+ASYNCLOAD_EXPORT int asyncload_worker_wait_get(asyncload_worker *w, asyncload_entry **ret, int timeout_ms)
+{
+	if (!w || !ret)
+		return -EINVAL;
+	*ret = NULL;
+	int r = asyncload_worker_wait_batch(w, ret, 1, timeout_ms);
+	return r > 0 ? 0 : r;
 }
 
 ASYNCLOAD_EXPORT uint32_t asyncload_worker_in_flight(const asyncload_worker *w)
@@ -404,6 +436,11 @@ ASYNCLOAD_EXPORT uint64_t asyncload_entry_size(const asyncload_entry *e)
 ASYNCLOAD_EXPORT uint64_t asyncload_entry_offset(const asyncload_entry *e)
 {
 	return e ? ((const struct al_entry_shm *)e)->offset : 0;
+}
+
+ASYNCLOAD_EXPORT uint64_t asyncload_entry_tag(const asyncload_entry *e)
+{
+	return e ? ((const struct al_entry_shm *)e)->tag : 0;
 }
 
 ASYNCLOAD_EXPORT int asyncload_entry_error(const asyncload_entry *e)

@@ -57,6 +57,10 @@ asyncload_worker *asyncload_worker_free(asyncload_worker *w);
 int  asyncload_worker_request(asyncload_worker *w, const char *path);
 int  asyncload_worker_request_range(asyncload_worker *w, const char *path,
                                     uint64_t offset, uint64_t length);
+int  asyncload_worker_submit(asyncload_worker *w, const char *path,
+                             uint64_t offset, uint64_t length, uint64_t tag);
+int  asyncload_worker_wait_batch(asyncload_worker *w, asyncload_entry **out,
+                                 unsigned max, int timeout_ms);
 int  asyncload_worker_try_get(asyncload_worker *w, asyncload_entry **ret);
 int  asyncload_worker_wait_get(asyncload_worker *w, asyncload_entry **ret, int timeout_ms);
 uint32_t asyncload_worker_in_flight(const asyncload_worker *w);
@@ -65,6 +69,7 @@ const char *asyncload_entry_path(const asyncload_entry *e);
 const void *asyncload_entry_data(const asyncload_entry *e);
 uint64_t    asyncload_entry_size(const asyncload_entry *e);
 uint64_t    asyncload_entry_offset(const asyncload_entry *e);
+uint64_t    asyncload_entry_tag(const asyncload_entry *e);
 int         asyncload_entry_error(const asyncload_entry *e);
 void        asyncload_entry_release(asyncload_entry *e);
 
