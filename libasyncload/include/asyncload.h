@@ -62,6 +62,27 @@ struct asyncload_options {
 	                         * never more than n_workers */
 };
 
+/* What asyncload_option_info() says of one field of struct asyncload_options:
+ * its name, kind, default and accepted range ([min, max] for UINT and BOOL;
+ * STRING: NULL or a non-empty path shorter than ASYNCLOAD_PATH_MAX). Bindings
+ * and docs take their checks and option lists from here. */
+enum asyncload_option_type {
+	ASYNCLOAD_OPTION_UINT = 0,
+	ASYNCLOAD_OPTION_BOOL = 1,
+	ASYNCLOAD_OPTION_STRING = 2,
+};
+
+struct asyncload_option_info {
+	const char *name;
+	int type;          /* enum asyncload_option_type */
+	uint64_t def, min, max;
+	const char *doc;
+};
+
+/* The index-th option (0, 1, ... in declaration order), or -ENOENT past the
+ * last one. The strings are static. */
+int  asyncload_option_info(unsigned index, struct asyncload_option_info *info);
+
 /* Fills *opts with the defaults: queue_depth 64, max_file_size 64 MiB,
  * n_workers 1, dispatch_n 1, idle_iters 0, direct false, root NULL,
  * n_threads 0 (automatic). */

@@ -182,6 +182,10 @@ static inline char *al_entry_buffer(struct al_entry_shm *e)
 	return (char *)e + e->data_rel;
 }
 
+/* options.c */
+int al_options_check(const struct asyncload_options *o);
+uint32_t al_options_threads(const struct asyncload_options *o);
+
 /* util.c-ish helpers shared by region.c, loader.c and worker.c */
 int al_futex_wait(_Atomic uint32_t *word, uint32_t expected, int timeout_ms);
 int al_futex_wake(_Atomic uint32_t *word, int n);

@@ -125,60 +125,6 @@ uint32_t al_check_loader_alive(asyncload_loader *l, bool force)
 	return state;
 }
 
-/* Threads: as asked, else one per CPU this process may run on, never more
- * than there are workers (a worker is served by one thread). */
-static uint32_t loader_threads(const struct asyncload_options *o)
-{
-	uint32_t n = o->n_threads;
-	if (n == 0) {
-		cpu_set_t set;
-		n = sched_getaffinity(0, sizeof(set), &set) == 0 ? (uint32_t)CPU_COUNT(&set) : 1;
-		if (n > 4)
-			n = 4;
-	}
-	if (n > o->n_workers)
-		n = o->n_workers;
-	if (n > ASYNCLOAD_MAX_THREADS)
-		n = ASYNCLOAD_MAX_THREADS;
-	return n ? n : 1;
-}
-
-ASYNCLOAD_EXPORT void asyncload_options_init(struct asyncload_options *opts)
-{
-	if (!opts)
-		return;
-	memset(opts, 0, sizeof(*opts));
-	opts->queue_depth = 64;
-	opts->max_file_size = 64ull << 20;
-	opts->n_workers = 1;
-	opts->dispatch_n = 1;
-	opts->idle_iters = 0;
-	opts->direct = false;
-	opts->root = NULL;
-	opts->n_threads = 0;
-}
-
-static int check_options(const struct asyncload_options *o)
-{
-	if (!o)
-		return -EINVAL;
-	if (o->queue_depth == 0 || o->queue_depth > ASYNCLOAD_MAX_QUEUE_DEPTH)
-		return -EINVAL;
-	if (o->n_workers == 0 || o->n_workers > ASYNCLOAD_MAX_WORKERS)
-		return -EINVAL;
-	if ((uint64_t)o->n_workers * o->queue_depth > ASYNCLOAD_MAX_ENTRIES)
-		return -EINVAL;
-	if (o->max_file_size == 0 || o->max_file_size > ASYNCLOAD_MAX_FILE_SIZE)
-		return -EINVAL;
-	if (o->idle_iters > ASYNCLOAD_MAX_IDLE_ITERS)
-		return -EINVAL;
-	if (o->n_threads > ASYNCLOAD_MAX_THREADS)
-		return -EINVAL;
-	if (o->root && (o->root[0] == '\0' || strlen(o->root) >= ASYNCLOAD_PATH_MAX))
-		return -EINVAL;
-	return 0;
-}
-
 static int map_region(asyncload_loader *l, int fd, size_t size)
 {
 	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
@@ -195,7 +141,7 @@ ASYNCLOAD_EXPORT int asyncload_loader_new(asyncload_loader **ret, const struct a
 	if (!ret)
 		return -EINVAL;
 	*ret = NULL;
-	int r = check_options(opts);
+	int r = al_options_check(opts);
 	if (r < 0)
 		return r;
 
@@ -266,7 +212,7 @@ ASYNCLOAD_EXPORT int asyncload_loader_new(asyncload_loader **ret, const struct a
 	h->idle_iters = opts->idle_iters;
 	h->direct = opts->direct;
 	h->ring_size = ring_size;
-	h->n_threads = loader_threads(opts);
+	h->n_threads = al_options_threads(opts);
 	h->workers_off = workers_off;
 	h->worker_stride = worker_stride;
 	h->entries_off = entries_off;

@@ -42,6 +42,21 @@ struct asyncload_options {
 
 void asyncload_options_init(struct asyncload_options *opts);
 
+enum asyncload_option_type {
+	ASYNCLOAD_OPTION_UINT = 0,
+	ASYNCLOAD_OPTION_BOOL = 1,
+	ASYNCLOAD_OPTION_STRING = 2,
+};
+
+struct asyncload_option_info {
+	const char *name;
+	int type;
+	uint64_t def, min, max;
+	const char *doc;
+};
+
+int  asyncload_option_info(unsigned index, struct asyncload_option_info *info);
+
 int  asyncload_loader_new(asyncload_loader **ret, const struct asyncload_options *opts);
 int  asyncload_loader_attach(asyncload_loader **ret, const char *handle);
 int  asyncload_loader_handle(const asyncload_loader *l, char *buf, size_t len);
