@@ -1,8 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * region.c - creating, attaching and freeing the shared region, the loader
- * life-cycle words in its header, and the small futex/clock helpers that the
- * loader and the workers share.
+ * region.c - the shared region: laying it out and creating it (an unnamed
+ * memfd), attaching to it by handle from another process, and unmapping it.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -27,8 +26,6 @@
 
 #include "internal.h"
 
-#define AL_REAP_TIMEOUT_MS 5000
-#define AL_ALIVE_CHECK_NS  (100ull * 1000 * 1000)
 
 static uint64_t round_up(uint64_t v, uint64_t to)
 {
@@ -41,88 +38,6 @@ static uint32_t pow2_at_least(uint32_t v)
 	while (p < v)
 		p <<= 1;
 	return p;
-}
-
-uint64_t al_now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-/* Shared (not FUTEX_PRIVATE) futexes: waiter and waker are different processes. */
-int al_futex_wait(_Atomic uint32_t *word, uint32_t expected, int timeout_ms)
-{
-	struct timespec ts, *tsp = NULL;
-	if (timeout_ms >= 0) {
-		ts.tv_sec = timeout_ms / 1000;
-		ts.tv_nsec = (long)(timeout_ms % 1000) * 1000000L;
-		tsp = &ts;
-	}
-	if (syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT, expected, tsp, NULL, 0) < 0)
-		return -errno;
-	return 0;
-}
-
-int al_futex_wake(_Atomic uint32_t *word, int n)
-{
-	if (syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, n, NULL, NULL, 0) < 0)
-		return -errno;
-	return 0;
-}
-
-bool al_state_final(uint32_t state)
-{
-	return state == AL_STATE_STOPPED || state == AL_STATE_DEAD || state == AL_STATE_FAILED;
-}
-
-void al_ring_bell(struct al_bell *b)
-{
-	atomic_fetch_add(&b->doorbell, 1);
-	al_futex_wake(&b->doorbell, INT_MAX);
-}
-
-void al_ring_all_bells(struct al_header *h)
-{
-	for (uint32_t t = 0; t < h->n_threads; t++)
-		al_ring_bell(&h->bells[t]);
-}
-
-void al_wake_all_workers(struct al_header *h)
-{
-	for (uint32_t w = 0; w < h->n_workers; w++)
-		al_futex_wake(&al_worker_at(h, w)->cmp_tail, INT_MAX);
-}
-
-/*
- * The running loader holds an exclusive flock() on its own open file
- * description of the region; the kernel drops it when the loader dies, however
- * it dies. A shared non-blocking flock() that succeeds therefore proves the
- * loader is gone.
- */
-uint32_t al_check_loader_alive(asyncload_loader *l, bool force)
-{
-	struct al_header *h = l->hdr;
-	uint32_t state = atomic_load(&h->state);
-	if (state != AL_STATE_RUNNING && state != AL_STATE_STOPPING)
-		return state;
-	uint64_t now = al_now_ns();
-	if (!force && now - l->last_alive_check_ns < AL_ALIVE_CHECK_NS)
-		return state;
-	l->last_alive_check_ns = now;
-	if (flock(l->fd, LOCK_SH | LOCK_NB) != 0)
-		return state; /* EWOULDBLOCK: the loader holds it */
-	flock(l->fd, LOCK_UN);
-	/* The loader may have stopped cleanly in between: only RUNNING/STOPPING die. */
-	state = atomic_load(&h->state);
-	while (state == AL_STATE_RUNNING || state == AL_STATE_STOPPING) {
-		if (atomic_compare_exchange_weak(&h->state, &state, AL_STATE_DEAD)) {
-			state = AL_STATE_DEAD;
-			al_wake_all_workers(h);
-			break;
-		}
-	}
-	return state;
 }
 
 static int map_region(asyncload_loader *l, int fd, size_t size)
@@ -335,66 +250,6 @@ ASYNCLOAD_EXPORT int asyncload_loader_get_options(const asyncload_loader *l, str
 	return 0;
 }
 
-ASYNCLOAD_EXPORT int asyncload_loader_status(asyncload_loader *l)
-{
-	if (!l)
-		return -EINVAL;
-	uint32_t state = al_check_loader_alive(l, true);
-	switch (state) {
-	case AL_STATE_NEW:
-		return -EAGAIN;
-	case AL_STATE_RUNNING:
-		return 0;
-	case AL_STATE_FAILED: {
-		int err = atomic_load(&l->hdr->start_error);
-		return err < 0 ? err : -ESHUTDOWN;
-	}
-	default:
-		return -ESHUTDOWN;
-	}
-}
-
-ASYNCLOAD_EXPORT int asyncload_loader_shutdown(asyncload_loader *l)
-{
-	if (!l)
-		return -EINVAL;
-	struct al_header *h = l->hdr;
-	atomic_store(&h->shutdown_requested, 1);
-	/* No loader ever started: nobody else will move the state on. */
-	uint32_t expected = AL_STATE_NEW;
-	if (atomic_compare_exchange_strong(&h->state, &expected, AL_STATE_STOPPED))
-		al_wake_all_workers(h);
-	al_ring_all_bells(h);
-	return 0;
-}
-
-void al_reap_child(pid_t pid)
-{
-	int status;
-	uint64_t deadline = al_now_ns() + (uint64_t)AL_REAP_TIMEOUT_MS * 1000000ull;
-	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-	for (;;) {
-		pid_t r = waitpid(pid, &status, WNOHANG);
-		if (r == pid || (r < 0 && errno != EINTR))
-			break;
-		uint64_t now = al_now_ns();
-		if (now >= deadline) {
-			kill(pid, SIGKILL);
-			while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-				;
-			break;
-		}
-		if (pidfd >= 0) {
-			struct pollfd p = {.fd = pidfd, .events = POLLIN};
-			poll(&p, 1, (int)((deadline - now) / 1000000ull) + 1);
-		} else {
-			usleep(10000);
-		}
-	}
-	if (pidfd >= 0)
-		close(pidfd);
-}
-
 ASYNCLOAD_EXPORT asyncload_loader *asyncload_loader_free(asyncload_loader *l)
 {
 	if (!l)
@@ -413,10 +268,3 @@ ASYNCLOAD_EXPORT asyncload_loader *asyncload_loader_free(asyncload_loader *l)
 	return NULL;
 }
 
-ASYNCLOAD_EXPORT const char *asyncload_strerror(int err)
-{
-	if (err == 0)
-		return "Success";
-	const char *s = strerrordesc_np(err < 0 ? -err : err);
-	return s ? s : "Unknown error";
-}

@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mounts.h - which filesystems may block the loop: network and FUSE mounts
+ * (NFS, CIFS, Lustre, GPFS, Ceph, 9p, FUSE, ...), read from
+ * /proc/self/mountinfo, which answers from memory. Requests on them get no
+ * inline work: every op goes to io_uring's async workers or to threads.
+ * ASYNCLOAD_MAY_BLOCK_FS=all treats every mount so (tests use it to run the
+ * off-loop path on a local disk); =none trusts every mount.
+ */
+#ifndef ASYNCLOAD_MOUNTS_H
+#define ASYNCLOAD_MOUNTS_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+struct al_mounts;
+
+/* Reads the mount table; -errno (then every mount is treated as blocking). */
+int  al_mounts_new(struct al_mounts **ret);
+/* Re-reads the table if it changed (cheap: a poll, at most every 100 ms). */
+void al_mounts_refresh(struct al_mounts *m);
+struct al_mounts *al_mounts_free(struct al_mounts *m);
+
+bool al_mounts_any_may_block(const struct al_mounts *m);
+/* A lookup at or beneath `path` (absolute) may reach a blocking filesystem. */
+bool al_mounts_may_block_at(const struct al_mounts *m, const char *path);
+bool al_mounts_dev_may_block(const struct al_mounts *m, dev_t dev);
+/* For an absolute path on a mount that cannot block: an O_PATH descriptor of
+ * that mount's root and the rest of the path, to resolve with
+ * RESOLVE_NO_XDEV. False if there is none to be had without blocking. */
+bool al_mounts_local_root(struct al_mounts *m, const char *path, int *dirfd, const char **rest);
+
+#endif /* ASYNCLOAD_MOUNTS_H */
