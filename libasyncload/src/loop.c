@@ -248,9 +248,6 @@ int al_loop_init(struct loop *lp, asyncload_loader *l, const struct al_engine_op
 		return -ENOMEM;
 	for (uint32_t s = 0; s < lp->n_slots; s++)
 		al_fifo_push(&lp->free_slots, s);
-	al_mounts_new(&lp->mounts);
-	if (!lp->mounts)
-		return -ENOMEM;
 
 	if (h->confined) {
 		lp->root_fd = open(h->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -270,6 +267,10 @@ int al_loop_init(struct loop *lp, asyncload_loader *l, const struct al_engine_op
 		lp->eng.ops = NULL;
 		return r;
 	}
+	/* after the ring: under a tight RLIMIT_NOFILE the ring comes first */
+	al_mounts_new(&lp->mounts);
+	if (!lp->mounts)
+		return -ENOMEM;
 	lp->async_reads = getenv("ASYNCLOAD_ASYNC_READS") != NULL;
 	lp->cached_lookup = getenv("ASYNCLOAD_NO_CACHED_LOOKUP") == NULL;
 	return 0;

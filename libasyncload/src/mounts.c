@@ -2,7 +2,9 @@
 /*
  * mounts.c - the mount table as the loader needs it: which mounts may block
  * (network and FUSE filesystems), found by path prefix or by device. See
- * mounts.h. One table per loader thread, so no locking.
+ * mounts.h. One table per loader thread, so no locking; its descriptors
+ * (the table itself and, where some mount may block, one O_PATH root per
+ * local mount) are opened when the thread starts and kept.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -12,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -20,6 +23,7 @@
 #include "mounts.h"
 
 #define AL_MOUNTS_CHECK_NS (100ull * 1000 * 1000)
+#define AL_MOUNTS_MIN_NOFILE 512u
 
 struct al_mount {
 	char *point;      /* unescaped mount point */
@@ -91,6 +95,9 @@ static void clear(struct al_mounts *m)
  */
 static void open_local_roots(struct al_mounts *m)
 {
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < AL_MOUNTS_MIN_NOFILE)
+		return; /* descriptors are scarce: files go the engine's way */
 	for (size_t i = 0; i < m->n; i++) {
 		struct al_mount *mt = &m->v[i];
 		if (mt->may_block || !mt->disk)
