@@ -37,7 +37,12 @@ extern "C" {
 #define ASYNCLOAD_MAX_IDLE_ITERS   20000u         /* one idle poll waits 50 us: at most 1 s */
 #define ASYNCLOAD_MAX_THREADS      16u
 
-/* length argument of asyncload_worker_request_range(): to the end of file */
+/* The length that means "to the end of the file" (asyncload_worker_submit(),
+ * asyncload_worker_request_range()): not a length, a marker. It is the one
+ * value never checked against max_file_size; the file's bytes from the
+ * offset are loaded, and a file longer than max_file_size fails with -EFBIG.
+ * Every other length is a range: one above max_file_size fails with -EFBIG
+ * even if the file is shorter. */
 #define ASYNCLOAD_WHOLE_FILE UINT64_MAX
 
 typedef struct asyncload_loader asyncload_loader;
@@ -147,12 +152,15 @@ int  asyncload_loader_get_options(const asyncload_loader *l, struct asyncload_op
  * claims a slot of its own. */
 int  asyncload_worker_get(asyncload_loader *l, uint32_t id, asyncload_worker **ret);
 
-/* Gives the slot back. Entries still held stay readable until the next
- * holder claims the slot. */
+/* Gives the slot back. The next claim of the slot (by any process) reuses
+ * every entry, also those still held: release them, and stop reading their
+ * data, before this call. */
 asyncload_worker *asyncload_worker_free(asyncload_worker *w);
 
 /* Queues a load of `length` bytes at `offset` of `path` (offset 0 and
- * length ASYNCLOAD_WHOLE_FILE: the whole file) and attaches `tag`, any
+ * length ASYNCLOAD_WHOLE_FILE: the whole file; ASYNCLOAD_WHOLE_FILE is "to
+ * the end of the file" from any offset, any other length above
+ * max_file_size completes with -EFBIG) and attaches `tag`, any
  * 64-bit value, which the completion carries back untouched
  * (asyncload_entry_tag()): it tells apart requests for the same path.
  * Returns 0, or at once: -EAGAIN no free entry (release one), -EINVAL empty

@@ -44,9 +44,36 @@ enum al_state {
 /* Entry ownership, in al_entry_shm.state. */
 enum al_entry_state {
 	AL_ENTRY_FREE = 0,
-	AL_ENTRY_QUEUED = 1,   /* in a ring or being read */
+	AL_ENTRY_QUEUED = 1,   /* the worker's: being filled, or published in the request ring */
 	AL_ENTRY_HELD = 2,     /* returned to the worker, not yet released */
+	AL_ENTRY_LOADING = 3,  /* the loader took it from the ring; set before req_head moves past it */
 };
+
+/*
+ * Who has an entry, as a new holder of the slot sees it (docs/design.md,
+ * "Crash points"): LOADING, or QUEUED and found between req_head and
+ * req_tail, belongs to the loader; QUEUED anywhere else was never published
+ * (its holder died while filling it) and is free at once. The loader marks
+ * LOADING before its release store of req_head, so reading req_head
+ * (acquire) first makes every entry behind it look LOADING, and an entry it
+ * is taking right now is still between req_head and req_tail.
+ */
+
+/*
+ * Test builds only (meson builds a separate copy of the sources with
+ * ASYNCLOAD_FAULT_POINTS for tests/c/crashpoints.c): AL_FAULT("name") ends
+ * the process with _exit(AL_FAULT_EXIT) when the environment variable
+ * ASYNCLOAD_FAULT equals "name", so a test can stop a worker between two
+ * steps of the protocol without depending on timing. The installed library
+ * and the Python extension are built without it.
+ */
+#define AL_FAULT_EXIT 86
+#ifdef ASYNCLOAD_FAULT_POINTS
+void al_fault_point(const char *name);
+#define AL_FAULT(name) al_fault_point(name)
+#else
+#define AL_FAULT(name) ((void)0)
+#endif
 
 #define AL_MAX_THREADS 16u
 

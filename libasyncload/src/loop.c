@@ -118,6 +118,9 @@ static uint32_t pull_requests(struct loop *lp)
 			if (r->phase != PH_IDLE)
 				continue; /* already being served: a misbehaving worker */
 			struct al_entry_shm *e = al_entry_at(h, idx);
+			/* ours now: a takeover tells it from an unpublished entry by this
+			 * (before the release store of req_head below) */
+			atomic_store_explicit(&e->state, AL_ENTRY_LOADING, memory_order_relaxed);
 			e->path[ASYNCLOAD_PATH_MAX - 1] = '\0';
 			if (e->open_off >= ASYNCLOAD_PATH_MAX)
 				e->open_off = 0;

@@ -24,6 +24,15 @@
 #define AL_WAIT_SLICE_MS 100 /* how often a sleeping worker looks for a dead loader */
 #define AL_TAKEOVER_WAIT_MS 5000ull
 
+#ifdef ASYNCLOAD_FAULT_POINTS
+void al_fault_point(const char *name)
+{
+	const char *want = getenv("ASYNCLOAD_FAULT");
+	if (want && strcmp(want, name) == 0)
+		_exit(AL_FAULT_EXIT);
+}
+#endif
+
 /* Start time (clock ticks since boot) of pid; -ESRCH if gone or a zombie. */
 static int proc_start_ticks(pid_t pid, uint64_t *ticks)
 {
@@ -73,52 +82,83 @@ static void free_stale_completions(struct al_header *h, struct al_worker_shm *ws
 	uint32_t head = atomic_load(&ws->cmp_head), tail = atomic_load(&ws->cmp_tail);
 	for (; head != tail; head++) {
 		uint32_t local = ring[head & (h->ring_size - 1)];
-		if (local < h->queue_depth)
+		if (local < h->queue_depth) {
 			atomic_store(&al_entry_at(h, id * h->queue_depth + local)->state, AL_ENTRY_FREE);
+			AL_FAULT("reclaim.completion_freed");
+		}
 	}
 	atomic_store(&ws->cmp_head, head);
 }
 
+/* Entries the loader has: published and not yet answered, or being read. */
 static uint32_t count_queued(struct al_header *h, uint32_t id)
 {
 	uint32_t n = 0;
-	for (uint32_t i = 0; i < h->queue_depth; i++)
-		n += atomic_load(&al_entry_at(h, id * h->queue_depth + i)->state) == AL_ENTRY_QUEUED;
+	for (uint32_t i = 0; i < h->queue_depth; i++) {
+		uint32_t s = atomic_load(&al_entry_at(h, id * h->queue_depth + i)->state);
+		n += s == AL_ENTRY_QUEUED || s == AL_ENTRY_LOADING;
+	}
 	return n;
 }
 
 /*
- * A new holder gets the whole queue back: entries the previous holder held
- * are freed, its completions already in the ring are dropped, and reads it
- * left in flight are waited for (their buffers are still being written), up
- * to AL_TAKEOVER_WAIT_MS; any later straggler is recognised by its old
- * generation and dropped as it arrives.
+ * A new holder gets the whole queue back: entries the previous holder held,
+ * and entries it was filling but never published, are freed at once; its
+ * completions already in the ring are dropped, and requests the loader has
+ * (published or being read: their buffers are still to be written) are
+ * waited for, up to AL_TAKEOVER_WAIT_MS; any later straggler is recognised
+ * by its old generation and dropped as it arrives. See internal.h for how
+ * the loader's entries are told from unpublished ones.
  */
-static void reclaim_entries(asyncload_loader *l, struct al_worker_shm *ws, uint32_t id)
+static int reclaim_entries(asyncload_loader *l, struct al_worker_shm *ws, uint32_t id, struct al_bell *bell)
 {
 	struct al_header *h = l->hdr;
-	for (uint32_t i = 0; i < h->queue_depth; i++) {
-		struct al_entry_shm *e = al_entry_at(h, id * h->queue_depth + i);
-		uint32_t held = AL_ENTRY_HELD;
-		atomic_compare_exchange_strong(&e->state, &held, AL_ENTRY_FREE);
+	uint32_t qd = h->queue_depth, mask = h->ring_size - 1;
+	uint8_t *published = calloc(qd, 1);
+	if (!published)
+		return -ENOMEM;
+	/* req_head first (acquire): entries the loader took behind it are LOADING. */
+	uint32_t head = atomic_load_explicit(&ws->req_head, memory_order_acquire);
+	uint32_t tail = atomic_load_explicit(&ws->req_tail, memory_order_acquire);
+	if (tail - head > h->ring_size) /* a corrupt ring: the loader takes what fits */
+		tail = head + h->ring_size;
+	for (uint32_t p = head; p != tail; p++) {
+		uint32_t local = al_req_ring(ws)[p & mask];
+		if (local < qd)
+			published[local] = 1;
+	}
+	for (uint32_t i = 0; i < qd; i++) {
+		struct al_entry_shm *e = al_entry_at(h, id * qd + i);
+		uint32_t s = AL_ENTRY_HELD;
+		if (!atomic_compare_exchange_strong(&e->state, &s, AL_ENTRY_FREE) && s == AL_ENTRY_QUEUED &&
+		    !published[i])
+			atomic_compare_exchange_strong(&e->state, &s, AL_ENTRY_FREE);
+	}
+	free(published);
+	/* Its holder may have died between publishing and ringing. */
+	if (head != tail) {
+		atomic_thread_fence(memory_order_seq_cst);
+		if (atomic_load_explicit(&bell->sleeping, memory_order_relaxed) && atomic_exchange(&bell->sleeping, 0))
+			al_ring_bell(bell);
 	}
 	uint64_t deadline = al_now_ns() + AL_TAKEOVER_WAIT_MS * 1000000ull;
 	for (;;) {
 		free_stale_completions(h, ws, id);
 		if (!count_queued(h, id))
-			return;
+			return 0;
 		uint32_t state = al_check_loader_alive(l, true);
 		if (state == AL_STATE_NEW || al_now_ns() >= deadline)
-			return;
+			return 0;
 		if (al_state_final(state)) {
 			/* nobody will answer them: they are ours to reuse */
 			atomic_store(&ws->req_head, atomic_load(&ws->req_tail));
 			for (uint32_t i = 0; i < h->queue_depth; i++)
 				atomic_store(&al_entry_at(h, id * h->queue_depth + i)->state, AL_ENTRY_FREE);
-			return;
+			return 0;
 		}
 		uint32_t seen = atomic_load(&ws->cmp_tail);
 		atomic_fetch_add(&ws->waiters, 1);
+		AL_FAULT("reclaim.waiting");
 		if (seen == atomic_load(&ws->cmp_head))
 			al_futex_wait(&ws->cmp_tail, seen, 20);
 		atomic_fetch_sub(&ws->waiters, 1);
@@ -147,6 +187,11 @@ ASYNCLOAD_EXPORT int asyncload_worker_get(asyncload_loader *l, uint32_t id, asyn
 		if (atomic_compare_exchange_strong(&ws->owner, &cur, me))
 			break;
 	}
+	AL_FAULT("claim.owned");
+	/* Only the holder's threads sleep on this slot: a holder that died in
+	 * a wait left its count raised, and the loader would then make a wake
+	 * call on every completion. */
+	atomic_store(&ws->waiters, 0);
 
 	asyncload_worker *w = calloc(1, sizeof(*w));
 	if (!w) {
@@ -161,7 +206,13 @@ ASYNCLOAD_EXPORT int asyncload_worker_get(asyncload_loader *l, uint32_t id, asyn
 	w->bell = &h->bells[id % h->n_threads];
 	/* A new generation: whatever the previous holder left is recognisable. */
 	w->gen = atomic_fetch_add(&ws->gen, 1) + 1;
-	reclaim_entries(l, ws, id);
+	AL_FAULT("claim.gen_bumped");
+	int r = reclaim_entries(l, ws, id, w->bell);
+	if (r < 0) {
+		atomic_store(&ws->owner, 0);
+		free(w);
+		return r;
+	}
 	pthread_mutex_init(&w->lock, NULL);
 	*ret = w;
 	return 0;
@@ -236,6 +287,7 @@ ASYNCLOAD_EXPORT int asyncload_worker_submit(asyncload_worker *w, const char *pa
 	}
 	w->free_hint = (local + 1) % qd;
 	atomic_store_explicit(&e->state, AL_ENTRY_QUEUED, memory_order_relaxed);
+	AL_FAULT("submit.marked");
 	e->gen = w->gen;
 	e->error = 0;
 	e->size = 0;
@@ -268,7 +320,9 @@ ASYNCLOAD_EXPORT int asyncload_worker_submit(asyncload_worker *w, const char *pa
 	struct al_worker_shm *ws = w->shm;
 	uint32_t tail = atomic_load_explicit(&ws->req_tail, memory_order_relaxed);
 	w->req_ring[tail & (h->ring_size - 1)] = local;
+	AL_FAULT("submit.slot_written");
 	atomic_store_explicit(&ws->req_tail, tail + 1, memory_order_release);
+	AL_FAULT("submit.published");
 	atomic_fetch_add_explicit(&w->in_flight, 1, memory_order_relaxed);
 	pthread_mutex_unlock(&w->lock);
 
@@ -302,6 +356,7 @@ static int take_orphan(asyncload_worker *w, asyncload_entry **ret)
 	while (head != tail) {
 		uint32_t local = w->req_ring[head & (h->ring_size - 1)];
 		atomic_store(&ws->req_head, ++head);
+		AL_FAULT("orphan.taken");
 		if (local >= h->queue_depth)
 			continue;
 		struct al_entry_shm *e = al_entry_at(h, w->id * h->queue_depth + local);
@@ -339,6 +394,7 @@ static unsigned take_completions(asyncload_worker *w, asyncload_entry **out, uns
 			continue;
 		}
 		atomic_store_explicit(&e->state, AL_ENTRY_HELD, memory_order_relaxed);
+		AL_FAULT("take.held");
 		atomic_fetch_sub_explicit(&w->in_flight, 1, memory_order_relaxed);
 		out[n++] = (asyncload_entry *)e;
 	}
@@ -389,6 +445,7 @@ ASYNCLOAD_EXPORT int asyncload_worker_wait_batch(asyncload_worker *w, asyncload_
 
 		uint32_t seen = atomic_load(&ws->cmp_tail);
 		atomic_fetch_add(&ws->waiters, 1);
+		AL_FAULT("wait.sleeping");
 		atomic_thread_fence(memory_order_seq_cst);
 		int rc = 0;
 		if (seen == atomic_load(&ws->cmp_head) &&
@@ -455,4 +512,5 @@ ASYNCLOAD_EXPORT void asyncload_entry_release(asyncload_entry *e)
 	struct al_entry_shm *s = (struct al_entry_shm *)e;
 	uint32_t held = AL_ENTRY_HELD;
 	atomic_compare_exchange_strong(&s->state, &held, AL_ENTRY_FREE);
+	AL_FAULT("release.freed");
 }

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 import weakref
-from typing import Any, Dict, Iterable, Iterator, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 from ._lowlevel import (
     LoadError,
@@ -327,10 +327,14 @@ class Entry:
 
     def __del__(self) -> None:
         # Backstop for entries dropped without release(): give the slot back
-        # unless a derived view still reads the memory.
+        # unless a derived view still reads the memory; then the worker
+        # keeps the view, so that its close() can refuse while it lives.
         try:
             if not self._released:
                 self.release()
+        except BufferError:
+            if self._view is not None and self._pid == _pid and self._gen == self._worker._gen:
+                self._worker._kept_views.append(self._view)
         except Exception:
             pass
 
@@ -362,6 +366,8 @@ class Worker:
         # Bumped whenever the C handle goes away, so entries obtained through
         # an old handle are never handed back through a new one.
         self._gen = 0
+        # data views of entries dropped while views derived from them lived
+        self._kept_views: List[memoryview] = []
         _all_workers.add(self)
 
     # -- claiming ---------------------------------------------------------
@@ -391,18 +397,50 @@ class Worker:
         self._handle()
 
     def _forget_after_fork(self) -> None:
+        self._kept_views = []
         self._lock = threading.Lock()
         self._ptr = None
         self._gen += 1
 
     def close(self) -> None:
-        """Give the slot back (this process may claim it again later).
+        """Release the entries this worker still holds and give the slot back
+        (this process, or another, may claim it again later).
 
-        Entries still held stay readable until the loader is closed, but
-        cannot be handed back any more.
+        The next claim of the slot reuses every entry, so close() first
+        releases each entry of this worker that this process holds, as
+        :meth:`Entry.release` does (their ``data`` views are invalidated).
+        While views derived from an entry's data (slices, casts, numpy
+        arrays ...) are alive, close() raises BufferError and keeps the slot
+        claimed, so bytes never change under a live view; drop or copy them
+        and call close() again.
         """
         with self._lock:
-            ptr, self._ptr = self._ptr, None
+            ptr = self._ptr
+            if ptr is not None and self._loader._cptr is not None:
+                busy = []
+                for e in list(self._loader._entries):
+                    if (e._worker is self and e._gen == self._gen and e._pid == _pid
+                            and not e._released):
+                        try:
+                            e.release()
+                        except BufferError:
+                            busy.append(e._path)
+                kept = []
+                for v in self._kept_views:
+                    try:
+                        if _has_derived_views(v):
+                            raise BufferError
+                        v.release()
+                    except BufferError:
+                        kept.append(v)
+                        busy.append("a dropped entry")
+                self._kept_views = kept
+                if busy:
+                    raise BufferError(
+                        f"views derived from the data of {busy[0]!r}"
+                        f"{f' (and {len(busy) - 1} more)' if len(busy) > 1 else ''} are "
+                        "still alive; drop them (or copy the bytes) before closing the worker")
+            self._ptr = None
             self._gen += 1
             if ptr is not None and self._loader._cptr is not None:
                 lib.asyncload_worker_free(ptr)
@@ -827,7 +865,13 @@ class Loader:
                 e._invalidate()
                 clean = clean and e._released
             for w in list(self._workers.values()):
-                w.close()
+                try:
+                    w.close()
+                except BufferError:
+                    # A view of one of its entries survives: the slot stays
+                    # claimed by this process (until it exits), so no other
+                    # claim reuses the bytes under that view.
+                    pass
             self._cptr = None
             with _registry_lock:
                 if _by_handle.get(self._handle_str) is self:

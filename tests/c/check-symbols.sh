@@ -23,5 +23,10 @@ for f in $declared; do
 		status=1
 	fi
 done
+# The fault points are for the test copy of the library only (tests/c/meson.build).
+if "$nm" "$lib" 2>/dev/null | grep -q al_fault_point || grep -q ASYNCLOAD_FAULT "$lib"; then
+	echo "the fault points (ASYNCLOAD_FAULT_POINTS) are compiled into $lib"
+	status=1
+fi
 [ $status -eq 0 ] && echo "symbols: $(printf '%s\n' "$exported" | wc -l) exported, all asyncload_*"
 exit $status

@@ -4,6 +4,7 @@ attaching from an unrelated program, and per-process ownership of slots."""
 from __future__ import annotations
 
 import errno
+import gc
 import multiprocessing as mp
 import os
 import pickle
@@ -204,3 +205,76 @@ def test_two_threads_share_one_worker(loader: asyncload.Loader, files: Dict[str,
     assert errors == []
     assert total[0] == len(all_paths)
     assert w.in_flight == 0 and w.try_get() is None
+
+
+def test_worker_close_refuses_while_a_view_is_alive(loader: asyncload.Loader,
+                                                    files: Dict[str, bytes]) -> None:
+    """Bytes never change under a live view, also across close() and re-claims."""
+    paths = sorted(files)
+    w = loader.get_worker_context(0)
+    for p in paths[:loader.queue_depth]:
+        assert w.request(p)
+    held = [w.wait_get(timeout=5) for _ in range(loader.queue_depth)]
+    e = next(x for x in held if x.size > 0)
+    part = e.data[:]  # derived: release() and close() cannot revoke it
+    expected = bytes(part)
+    with pytest.raises(BufferError):
+        w.close()
+    assert not e.released
+    assert all(x.released for x in held if x is not e)  # the others were handed back
+
+    def child_claims() -> int:
+        try:
+            loader.get_worker_context(0).claim()
+        except OSError as exc:
+            return 0 if exc.errno == errno.EBUSY else 5
+        return 6
+
+    assert _fork_and_wait(child_claims) == 0  # still ours: no other claim reuses the entry
+    w.claim()
+    more = {p: files[p] for p in paths[loader.queue_depth:loader.queue_depth * 4]}
+    assert load_and_check(w, more) == []
+    assert bytes(part) == expected
+
+    del part
+    w.close()
+    assert e.released
+    # now the slot is free for another process, and for this one again
+    assert _fork_and_wait(lambda: 0 if load_and_check(loader.get_worker_context(0), more) == []
+                          else 7) == 0
+    assert load_and_check(w, more) == []
+
+
+def test_worker_close_releases_held_entries(loader: asyncload.Loader,
+                                            files: Dict[str, bytes]) -> None:
+    path = max(files, key=lambda p: len(files[p]))
+    w = loader.get_worker_context(1)
+    w.request(path)
+    e = w.wait_get(timeout=5)
+    view = e.data
+    w.close()  # a plain data view is revoked, as by release()
+    assert e.released
+    with pytest.raises(ValueError):
+        bytes(view)
+    assert _fork_and_wait(lambda: 0 if load_and_check(loader.get_worker_context(1), files) == []
+                          else 7) == 0
+
+
+def test_worker_close_refuses_for_a_dropped_entry_with_a_live_slice(
+        loader: asyncload.Loader, files: Dict[str, bytes]) -> None:
+    path = max(files, key=lambda p: len(files[p]))
+    w = loader.get_worker_context(2)
+    w.request(path)
+    e = w.wait_get(timeout=5)
+    part = e.data[1:]
+    del e  # its release() fails quietly in __del__: the slice still reads it
+    gc.collect()
+    with pytest.raises(BufferError):
+        w.close()
+    assert _fork_and_wait(lambda: 0 if load_and_check(loader.get_worker_context(2), files) == []
+                          else 7) != 0  # the slot is still ours
+    assert bytes(part) == files[path][1:]
+    del part
+    w.close()
+    assert _fork_and_wait(lambda: 0 if load_and_check(loader.get_worker_context(2), files) == []
+                          else 7) == 0
