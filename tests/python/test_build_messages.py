@@ -77,11 +77,17 @@ def test_liburing_too_old(tmp_path) -> None:
 
 
 def test_header_too_old(tmp_path) -> None:
-    # a header without a 2.2 declaration: hide one behind a macro rename
+    # a liburing.h without one 2.2 declaration: the real header, included with that
+    # function renamed, then the name freed again
+    inc = tmp_path / "inc"
+    inc.mkdir()
+    (inc / "liburing.h").write_text(
+        "#define io_uring_register_files_sparse al_renamed_away\n"
+        "#include_next <liburing.h>\n"
+        "#undef io_uring_register_files_sparse\n")
     gcc = shutil.which("gcc") or shutil.which("cc")
-    cc = _script(str(tmp_path / "cc"), f'exec {gcc} '
-                 '-Dio_uring_register_files_sparse=al_not_in_this_liburing "$@"')
-    _assert_explains(_probe({"CC": cc}), "older than")
+    cc = _script(str(tmp_path / "cc"), f'exec {gcc} -I{inc} "$@"')
+    _assert_explains(_probe({"CC": cc}), "header is older than")
 
 
 def _meson() -> list:
