@@ -140,7 +140,9 @@ def check_build_requirements() -> None:
                     from None
             lines = [ln for ln in r.stderr.splitlines() if "error" in ln] or \
                 r.stderr.strip().splitlines() or ["?"]
-            return r.returncode == 0, lines[0].strip()[:200]
+            # drop the temporary file's name: "probe.c:1:10: fatal error: ..."
+            first = lines[0].strip().replace(src + ":", "probe.c:")
+            return r.returncode == 0, first[:200]
 
         # One question per step, so the message names the missing piece.
         ok, why = compile_("#include <liburing.h>\n", "-fsyntax-only")
