@@ -47,6 +47,9 @@ sys.path.insert(0, HERE)
 
 MiB = 1 << 20
 
+from asyncload._bench import (PageCache, cpu_self, proc_cpu, pss_kb,  # noqa: E402
+                              read_file, run_parallel, run_seq, run_threads, status_kb)
+
 
 def log(msg):
     print(f"bench: {msg}", file=sys.stderr, flush=True)
@@ -54,19 +57,6 @@ def log(msg):
 
 # --------------------------------------------------------------------------------------------
 # measuring processes
-
-def cpu_self():
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def proc_cpu(pid):
-    """utime + stime of a whole process (dead threads included) from /proc/<pid>/stat."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    # fields[0] is state (field 3); utime and stime are fields 14 and 15
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
 
 def proc_runtime_ns(pid):
     """CPU time of the live threads of a process in ns (schedstat: finer than clock ticks)."""
@@ -78,28 +68,6 @@ def proc_runtime_ns(pid):
         except (OSError, ValueError):
             pass
     return total
-
-
-def status_kb(pid, key):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def pss_kb(pid):
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 class MemSampler(threading.Thread):
@@ -130,134 +98,7 @@ class MemSampler(threading.Thread):
 # --------------------------------------------------------------------------------------------
 # contenders: these run in a child process (bench.py --child SPEC)
 
-def write_pids(path, pids):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(" ".join(str(p) for p in pids))
-    os.replace(tmp, path)
-
-
-def tree_pss_kb(pids):
-    return sum(pss_kb(p) for p in pids)
-
-
-def read_file(p):
-    with open(p, "rb") as f:
-        return f.read()
-
-
-def run_seq(paths, spec):
-    write_pids(spec["pids_path"], [os.getpid()])
-    c0, t0 = cpu_self(), time.perf_counter()
-    nbytes = 0
-    for p in paths:
-        with open(p, "rb") as f:
-            nbytes += len(f.read())
-    wall, cpu = time.perf_counter() - t0, cpu_self() - c0
-    return dict(bytes=nbytes, files=len(paths), errors=0, wall=wall, cpu=cpu,
-                end_pss_kb=tree_pss_kb([os.getpid()]))
-
-
-def run_threads(paths, spec):
-    from concurrent.futures import ThreadPoolExecutor
-    write_pids(spec["pids_path"], [os.getpid()])
-    with ThreadPoolExecutor(spec["threads"]) as ex:
-        # start the threads before the clock: a training job keeps its pool
-        list(ex.map(abs, range(spec["threads"] * 4)))
-        c0, t0 = cpu_self(), time.perf_counter()
-        nbytes = 0
-        for data in ex.map(read_file, paths):
-            nbytes += len(data)
-        wall, cpu = time.perf_counter() - t0, cpu_self() - c0
-    return dict(bytes=nbytes, files=len(paths), errors=0, wall=wall, cpu=cpu,
-                end_pss_kb=tree_pss_kb([os.getpid()]))
-
-
-def _proc_reader(share, conn, start):
-    conn.send("ready")
-    start.wait()
-    c0 = cpu_self()
-    nbytes = 0
-    for p in share:
-        with open(p, "rb") as f:
-            nbytes += len(f.read())
-    conn.send(dict(bytes=nbytes, files=len(share), errors=0, cpu=cpu_self() - c0,
-                   pss_kb=pss_kb(os.getpid())))
-
-
-def _asyncload_worker(ctx, share, qd, conn, start):
-    import asyncload
-    w = ctx
-    w.try_get()     # attach to the loader before the clock starts
-    conn.send("ready")
-    start.wait()
-    c0 = cpu_self()
-    # Worker.load() keeps the queue full, refilling it in bursts
-    n, nbytes, errors = len(share), 0, 0
-    for e in w.load(share):
-        try:
-            nbytes += len(e.data)
-        except asyncload.LoadError:
-            errors += 1
-        e.release()
-    conn.send(dict(bytes=nbytes, files=n, errors=errors, cpu=cpu_self() - c0,
-                   pss_kb=pss_kb(os.getpid())))
-
-
-def run_parallel(paths, spec):
-    """N worker processes, started and ready before the clock; shares are interleaved so each
-    gets the same mix of sizes."""
-    import multiprocessing as mp
-    ctx = mp.get_context("fork")    # what a PyTorch DataLoader uses on Linux
-    n = spec["procs"]
-    start = ctx.Event()
-    loader = loader_pid = None
-    if spec["kind"] == "asyncload":
-        import asyncload
-        loader = asyncload.Loader(spec["qd"], spec["max_file_size"], n,
-                                  dispatch_n=spec.get("dispatch_n", 1),
-                                  idle_iters=spec.get("idle_iters", 0),
-                                  direct=spec.get("direct", False))
-        loader_pid = loader.spawn_loader()
-    procs, conns = [], []
-    for i in range(n):
-        parent_end, child_end = ctx.Pipe()
-        if loader is not None:
-            target = _asyncload_worker
-            args = (loader.get_worker_context(i), paths[i::n], spec["qd"], child_end, start)
-        else:
-            target, args = _proc_reader, (paths[i::n], child_end, start)
-        p = ctx.Process(target=target, args=args, daemon=True)
-        p.start()
-        procs.append(p)
-        conns.append(parent_end)
-    for c in conns:
-        assert c.recv() == "ready"
-    pids = [os.getpid()] + [p.pid for p in procs] + ([loader_pid] if loader_pid else [])
-    write_pids(spec["pids_path"], pids)
-    lc0 = proc_cpu(loader_pid) if loader_pid else 0.0
-    c0, t0 = cpu_self(), time.perf_counter()
-    start.set()
-    results = [c.recv() for c in conns]
-    wall = time.perf_counter() - t0
-    cpu = cpu_self() - c0 + sum(r["cpu"] for r in results)
-    out = dict(bytes=sum(r["bytes"] for r in results), files=sum(r["files"] for r in results),
-               errors=sum(r["errors"] for r in results), wall=wall,
-               end_pss_kb=pss_kb(os.getpid()) + sum(r["pss_kb"] for r in results))
-    if loader_pid:
-        lcpu = proc_cpu(loader_pid) - lc0
-        out.update(loader_cpu=lcpu, loader_shmem_kb=status_kb(loader_pid, "RssShmem"),
-                   loader_hwm_kb=status_kb(loader_pid, "VmHWM"))
-        out["end_pss_kb"] += pss_kb(loader_pid)
-        cpu += lcpu
-    out["cpu"] = cpu
-    for p in procs:
-        p.join()
-    if loader is not None:
-        loader.shutdown()
-        loader.close()
-    return out
-
+# The contender runners are asyncload._bench's, shared with `asyncload bench`.
 
 def idle_probe(seconds):
     """CPU of a loader that has nothing to do, as % of one core."""
@@ -309,43 +150,20 @@ def build_ceiling(out_dir):
     return exe
 
 
-class Cache:
-    """Drops the page cache (drop_caches when allowed, else fadvise(DONTNEED) per file) or
-    fills it (reads every file once). tools/bench_torch.py uses it too."""
+class Cache(PageCache):
+    """asyncload._bench.PageCache (fadvise per file, plus drop_caches=2 as root), filling
+    the cache with the C ceiling when it is built (faster than Python on 20,000 files)."""
 
-    def __init__(self, paths, ceiling=None, method="drop_caches"):
-        self.paths, self.ceiling = paths, ceiling
-        self.method = "fadvise"
-        if method == "fadvise":
-            return
-        try:
-            os.sync()
-            with open("/proc/sys/vm/drop_caches", "w") as f:
-                f.write("3")
-            self.method = "drop_caches"
-        except OSError:
-            pass
+    def __init__(self, paths, ceiling=None, method="auto"):
+        super().__init__(paths, method)
+        self.ceiling = ceiling
 
-    def drop(self):
-        os.sync()
-        if self.method == "drop_caches":
-            with open("/proc/sys/vm/drop_caches", "w") as f:
-                f.write("3")
-            return
-        for p in self.paths:
-            fd = os.open(p, os.O_RDONLY)
-            try:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            finally:
-                os.close(fd)
-
-    def fill(self, list_path, max_size):
-        if self.ceiling:
+    def fill(self, list_path=None, max_size=0):
+        if self.ceiling and list_path:
             subprocess.run([self.ceiling, "-q", "-d", "1", "-m", str(max_size), list_path],
                            check=True, stdout=subprocess.DEVNULL)
         else:
-            for p in self.paths:
-                read_file(p)
+            super().fill()
 
 
 def run_child(spec, out_dir, timeout):

@@ -108,11 +108,10 @@ def make_jpegs(root: str, n: int, seed: int, jobs: int) -> List[str]:
 # ------------------------------------------------------------------ page cache
 
 
-# bench.py's Cache: drop_caches when allowed (as root), else, or with `--cold fadvise`,
-# fadvise(DONTNEED) per file. drop_caches also evicts the code of Python, torch and Pillow
-# that the running workers use, so a "cold" epoch pays for faulting that back in too;
-# fadvise evicts only the dataset's files.
-from bench import Cache as CacheDropper  # noqa: E402
+# asyncload._bench's evictor: fadvise(DONTNEED) per file, plus drop_caches=2 (dentries and
+# inodes) when root and not `--cold fadvise`. Only the dataset's data leaves the cache, never
+# the code of Python, torch and Pillow that the running workers use.
+from asyncload._bench import PageCache as CacheDropper  # noqa: E402
 
 
 def decode_224(data: Any) -> Any:

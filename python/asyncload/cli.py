@@ -5,6 +5,8 @@
              compares each file with a plain read and fails on a mismatch.
   demo       build a small varied dataset in a temporary folder, run
              `load --verify` on it, clean up.
+  bench DIR  every way to read DIR's files, measured on this machine (_bench.py)
+  info       version, engine, kernel features and limits (_sysinfo.py)
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import tempfile
 import time
 from typing import Any, List, Optional, Sequence, Tuple
 
+from . import _bench, _sysinfo
 from ._core import Loader, Worker
 
 # Worker processes report progress in batches no longer apart than this, to
@@ -266,12 +269,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workers", type=_positive, default=2)
     demo.add_argument("--queue-depth", type=_positive, default=32)
     demo.add_argument("--start-method", choices=methods, default="spawn")
+    _bench.add_parser(sub)
+    _sysinfo.add_parser(sub)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if hasattr(args, "run"):     # subcommands that live in their own module
+            return int(args.run(args))
         if args.command == "load":
             return run_load(args.dir, args.ext, args.workers, args.queue_depth,
                             args.direct, args.verify, args.start_method,

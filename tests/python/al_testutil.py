@@ -80,3 +80,36 @@ def fd_count() -> int:
 def memfd_mappings() -> int:
     with open("/proc/self/maps") as f:
         return sum(1 for line in f if "memfd:" in line)
+
+
+def deny_io_uring(err: int = 1) -> None:
+    """Make io_uring_setup/enter/register fail with errno err (EPERM) in this process and
+    its children, as Docker 25+'s and containerd 2.0's default seccomp profiles do.
+
+    Irreversible: call it only in a child process made for the purpose. Syscall numbers
+    425-427 are the same on every architecture that has them.
+    """
+    import ctypes
+
+    class SockFilter(ctypes.Structure):
+        _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8),
+                    ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(SockFilter))]
+
+    ld_nr, jge, jgt, ret = 0x20, 0x35, 0x25, 0x06
+    prog = (SockFilter * 5)(
+        SockFilter(ld_nr, 0, 0, 0),                   # A = seccomp_data.nr
+        SockFilter(jge, 0, 2, 425),                   # nr < 425: allow
+        SockFilter(jgt, 1, 0, 427),                   # nr > 427: allow
+        SockFilter(ret, 0, 0, 0x00050000 | err),      # SECCOMP_RET_ERRNO | err
+        SockFilter(ret, 0, 0, 0x7FFF0000),            # SECCOMP_RET_ALLOW
+    )
+    fprog = SockFprog(len(prog), prog)
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_no_new_privs, pr_set_seccomp, seccomp_mode_filter = 38, 22, 2
+    if libc.prctl(pr_set_no_new_privs, 1, 0, 0, 0) != 0 or \
+            libc.prctl(pr_set_seccomp, seccomp_mode_filter, ctypes.byref(fprog), 0, 0) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, "seccomp filter: " + os.strerror(e))
