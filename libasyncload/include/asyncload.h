@@ -45,6 +45,14 @@ extern "C" {
  * even if the file is shorter. */
 #define ASYNCLOAD_WHOLE_FILE UINT64_MAX
 
+/* asyncload_options.engine: how the loader does its I/O. */
+enum asyncload_engine {
+	ASYNCLOAD_ENGINE_AUTO = 0,     /* io_uring where a ring with what the loader
+	                                * needs can be set up, else threads */
+	ASYNCLOAD_ENGINE_IO_URING = 1,
+	ASYNCLOAD_ENGINE_THREADS = 2,  /* a pool of I/O threads: no io_uring needed */
+};
+
 typedef struct asyncload_loader asyncload_loader;
 typedef struct asyncload_worker asyncload_worker;
 typedef struct asyncload_entry  asyncload_entry;
@@ -65,6 +73,8 @@ struct asyncload_options {
 	uint32_t n_threads;     /* loader threads, each with its own io_uring, each serving
 	                         * every n_threads-th worker; 0: one per CPU (at most 4),
 	                         * never more than n_workers */
+	uint32_t engine;        /* enum asyncload_engine; the environment variable
+	                         * ASYNCLOAD_ENGINE=io_uring|threads overrides AUTO */
 };
 
 /* What asyncload_option_info() says of one field of struct asyncload_options:
@@ -82,6 +92,7 @@ struct asyncload_option_info {
 	int type;          /* enum asyncload_option_type */
 	uint64_t def, min, max;
 	const char *doc;
+	const char *choices; /* NULL, or the names of values min..max, space-separated */
 };
 
 /* The index-th option (0, 1, ... in declaration order), or -ENOENT past the
@@ -119,6 +130,15 @@ int  asyncload_loader_run(asyncload_loader *l);
  * cleanly on SIGTERM, and exits by itself when the process that spawned it
  * dies. */
 int  asyncload_loader_spawn(asyncload_loader *l, pid_t *pid);
+
+/* The engine of this loader: "io_uring" or "threads" once it has started
+ * (asyncload_loader_status() 0 or later), before that the one asked for
+ * ("auto" possible). Never NULL for a valid handle. */
+const char *asyncload_loader_engine(const asyncload_loader *l);
+
+/* Why that engine runs, in words ("asked for", or why io_uring could not
+ * be used); "" before the loader started. */
+const char *asyncload_loader_engine_reason(const asyncload_loader *l);
 
 /* Asks the loader to stop, from any attached process; does not wait.
  * Requests already being read complete normally; requests not yet started

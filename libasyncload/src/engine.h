@@ -15,8 +15,11 @@
 
 #include <linux/openat2.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/stat.h>
+
+#include "internal.h"
 
 enum al_op_kind {
 	AL_OP_STATX = 1,  /* statx(dirfd, path) or, with path "", of fd */
@@ -59,6 +62,8 @@ struct al_engine_config {
 	uint32_t max_ops;       /* ops in flight at most (sizes queues) */
 	uint32_t iowq_workers;  /* blocking ops run at once (io-wq or threads) */
 	int region_fd;          /* TRIM target */
+	struct al_bell *bell;   /* the loop's doorbell: rung by completions that
+	                         * do not come through a ring */
 };
 
 struct al_engine;
@@ -83,5 +88,9 @@ struct al_engine {
 
 extern const struct al_engine_ops al_engine_uring;
 extern const struct al_engine_ops al_engine_threads;
+
+/* True if this process may set up an io_uring with every op the loader
+ * uses; else false and why[] says why, in words. */
+bool al_uring_usable(char *why, size_t len);
 
 #endif /* ASYNCLOAD_ENGINE_H */

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -236,6 +237,53 @@ static void uring_exit(struct al_engine *e)
 	io_uring_queue_exit(&u->ring);
 	free(u);
 	e->priv = NULL;
+}
+
+/* kernel.io_uring_disabled: 0 allowed, 1 only for a group, 2 nobody; -1 absent. */
+static int uring_sysctl(void)
+{
+	FILE *f = fopen("/proc/sys/kernel/io_uring_disabled", "re");
+	int v = -1;
+	if (f) {
+		if (fscanf(f, "%d", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	return v;
+}
+
+bool al_uring_usable(char *why, size_t len)
+{
+	struct io_uring ring;
+	int r = io_uring_queue_init(4, &ring, 0);
+	if (r < 0) {
+		int sysctl = uring_sysctl();
+		if (sysctl > 0)
+			snprintf(why, len, "auto: io_uring_setup failed (%s): kernel.io_uring_disabled=%d; using threads",
+			         strerror(-r), sysctl);
+		else if (r == -EPERM)
+			snprintf(why, len, "auto: io_uring_setup refused (%s), likely a seccomp profile "
+			         "(Docker 25+, containerd 2.0); using threads", strerror(-r));
+		else
+			snprintf(why, len, "auto: io_uring_setup failed (%s); using threads", strerror(-r));
+		return false;
+	}
+	static const struct { int op; const char *name; } needed[] = {
+		{IORING_OP_STATX, "STATX"}, {IORING_OP_OPENAT2, "OPENAT2"}, {IORING_OP_OPENAT, "OPENAT"},
+		{IORING_OP_READ, "READ"}, {IORING_OP_CLOSE, "CLOSE"}, {IORING_OP_FALLOCATE, "FALLOCATE"},
+	};
+	bool ok = true;
+	struct io_uring_probe *probe = io_uring_get_probe_ring(&ring);
+	for (size_t i = 0; ok && i < sizeof(needed) / sizeof(needed[0]); i++) {
+		if (!probe || !io_uring_opcode_supported(probe, needed[i].op)) {
+			snprintf(why, len, "auto: this kernel's io_uring lacks IORING_OP_%s; using threads", needed[i].name);
+			ok = false;
+		}
+	}
+	if (probe)
+		io_uring_free_probe(probe);
+	io_uring_queue_exit(&ring);
+	return ok;
 }
 
 const struct al_engine_ops al_engine_uring = {

@@ -27,7 +27,7 @@
 #define ASYNCLOAD_EXPORT __attribute__((visibility("default")))
 
 #define AL_MAGIC    0x64616f6c636e7961ull /* "asyncload" */
-#define AL_VERSION  1u
+#define AL_VERSION  2u
 #define AL_CACHELINE 64u
 #define AL_PAGE     4096u
 
@@ -117,6 +117,9 @@ struct al_header {
 	_Atomic uint32_t shutdown_requested;
 
 	uint32_t n_threads;      /* loader threads; worker w is served by w % n_threads */
+	uint32_t engine_opt;     /* enum asyncload_engine asked for */
+	_Atomic uint32_t engine; /* the one that runs, once the loader started */
+	char engine_reason[160]; /* why: written before state leaves NEW */
 	struct al_bell bells[AL_MAX_THREADS];
 };
 

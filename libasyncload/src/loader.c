@@ -55,6 +55,7 @@ struct start_gate {
 
 struct loader_thread {
 	asyncload_loader *l;
+	const struct al_engine_ops *engine;
 	struct start_gate *gate;
 	int region_fd;
 	pid_t parent;
@@ -70,7 +71,7 @@ static void *loader_thread_main(void *arg)
 {
 	struct loader_thread *t = arg;
 	struct start_gate *g = t->gate;
-	int r = al_loop_init(&t->lp, t->l, &al_engine_uring, t->region_fd, t->tid);
+	int r = al_loop_init(&t->lp, t->l, t->engine, t->region_fd, t->tid);
 	pthread_mutex_lock(&g->lock);
 	if (r < 0 && !g->failed) {
 		g->failed = true;
@@ -90,6 +91,54 @@ static void *loader_thread_main(void *arg)
 	return NULL;
 }
 
+static const char *const engine_names[] = {"auto", "io_uring", "threads"};
+
+/*
+ * The engine this loader runs: the one asked for (the option, or
+ * ASYNCLOAD_ENGINE over "auto"), else io_uring where a ring with every
+ * operation the loader needs can be set up, else threads. The reason is
+ * kept in the header for asyncload_loader_engine_reason(), so a slower
+ * engine is never chosen silently.
+ */
+static const struct al_engine_ops *choose_engine(struct al_header *h)
+{
+	uint32_t want = h->engine_opt;
+	const char *env = getenv("ASYNCLOAD_ENGINE");
+	const char *why = "asked for";
+	if (want == ASYNCLOAD_ENGINE_AUTO && env && env[0]) {
+		if (strcmp(env, "threads") == 0)
+			want = ASYNCLOAD_ENGINE_THREADS;
+		else if (strcmp(env, "io_uring") == 0)
+			want = ASYNCLOAD_ENGINE_IO_URING;
+		why = "asked for by ASYNCLOAD_ENGINE";
+	}
+	snprintf(h->engine_reason, sizeof(h->engine_reason), "%s", why);
+	if (want == ASYNCLOAD_ENGINE_AUTO) {
+		want = ASYNCLOAD_ENGINE_IO_URING;
+		snprintf(h->engine_reason, sizeof(h->engine_reason), "auto: io_uring is available");
+		if (!al_uring_usable(h->engine_reason, sizeof(h->engine_reason)))
+			want = ASYNCLOAD_ENGINE_THREADS;
+	}
+	atomic_store(&h->engine, want);
+	return want == ASYNCLOAD_ENGINE_THREADS ? &al_engine_threads : &al_engine_uring;
+}
+
+ASYNCLOAD_EXPORT const char *asyncload_loader_engine(const asyncload_loader *l)
+{
+	if (!l)
+		return NULL;
+	uint32_t e = atomic_load(&l->hdr->engine);
+	return e < sizeof(engine_names) / sizeof(engine_names[0]) ? engine_names[e] : "auto";
+}
+
+ASYNCLOAD_EXPORT const char *asyncload_loader_engine_reason(const asyncload_loader *l)
+{
+	if (!l)
+		return NULL;
+	uint32_t state = atomic_load(&l->hdr->state);
+	return state == AL_STATE_NEW ? "" : l->hdr->engine_reason;
+}
+
 static int loader_run(asyncload_loader *l, pid_t parent)
 {
 	struct al_header *h = l->hdr;
@@ -99,6 +148,7 @@ static int loader_run(asyncload_loader *l, pid_t parent)
 
 	int lock_fd = take_loader_lock(l);
 	int r = lock_fd;
+	const struct al_engine_ops *engine = lock_fd >= 0 ? choose_engine(h) : NULL;
 	uint32_t n = h->n_threads ? h->n_threads : 1;
 	struct loader_thread *ts = NULL;
 	struct start_gate gate = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
@@ -108,7 +158,7 @@ static int loader_run(asyncload_loader *l, pid_t parent)
 	}
 	if (r >= 0) {
 		for (uint32_t i = 0; i < n; i++) {
-			ts[i] = (struct loader_thread){.l = l, .gate = &gate, .region_fd = lock_fd,
+			ts[i] = (struct loader_thread){.l = l, .engine = engine, .gate = &gate, .region_fd = lock_fd,
 			                               .parent = parent, .tid = i};
 		}
 		/* thread 0 is the calling thread */
@@ -124,7 +174,7 @@ static int loader_run(asyncload_loader *l, pid_t parent)
 				ts[i].started = true;
 			}
 		}
-		int r0 = al_loop_init(&ts[0].lp, l, &al_engine_uring, lock_fd, 0);
+		int r0 = al_loop_init(&ts[0].lp, l, engine, lock_fd, 0);
 		pthread_mutex_lock(&gate.lock);
 		if (r0 < 0 && !gate.failed) {
 			gate.failed = true;

@@ -263,6 +263,7 @@ int al_loop_init(struct loop *lp, asyncload_loader *l, const struct al_engine_op
 		.max_ops = mine * 3 + lp->n_slots + 16,
 		.iowq_workers = lp->n_slots < AL_MAX_IOWQ ? lp->n_slots : AL_MAX_IOWQ,
 		.region_fd = region_fd,
+		.bell = lp->bell,
 	};
 	lp->eng.ops = engine;
 	int r = engine->init(&lp->eng, &cfg);

@@ -17,9 +17,9 @@ struct al_option {
 };
 
 #define AL_FIELD_WIDTH(name) sizeof(((struct asyncload_options *)0)->name)
-#define AL_OPTION(name_, type_, def_, min_, max_, doc_)                                     \
+#define AL_OPTION(name_, type_, def_, min_, max_, doc_, choices_)                                     \
 	{.info = {.name = #name_, .type = type_, .def = (uint64_t)(def_), .min = (uint64_t)(min_), \
-	          .max = (uint64_t)(max_), .doc = doc_},                                          \
+	          .max = (uint64_t)(max_), .doc = doc_, .choices = choices_},                                          \
 	 .offset = offsetof(struct asyncload_options, name_), .width = AL_FIELD_WIDTH(name_)},
 static const struct al_option al_options[] = {
 #include "options.def"

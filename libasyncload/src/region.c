@@ -128,6 +128,8 @@ ASYNCLOAD_EXPORT int asyncload_loader_new(asyncload_loader **ret, const struct a
 	h->direct = opts->direct;
 	h->ring_size = ring_size;
 	h->n_threads = al_options_threads(opts);
+	h->engine_opt = opts->engine;
+	atomic_store(&h->engine, opts->engine);
 	h->workers_off = workers_off;
 	h->worker_stride = worker_stride;
 	h->entries_off = entries_off;
@@ -247,6 +249,7 @@ ASYNCLOAD_EXPORT int asyncload_loader_get_options(const asyncload_loader *l, str
 	o->direct = h->direct;
 	o->root = l->root;
 	o->n_threads = h->n_threads;
+	o->engine = h->engine_opt;
 	return 0;
 }
 

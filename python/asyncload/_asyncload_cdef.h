@@ -38,6 +38,7 @@ struct asyncload_options {
 	bool     direct;
 	const char *root;
 	uint32_t n_threads;
+	uint32_t engine;
 };
 
 void asyncload_options_init(struct asyncload_options *opts);
@@ -53,6 +54,7 @@ struct asyncload_option_info {
 	int type;
 	uint64_t def, min, max;
 	const char *doc;
+	const char *choices;
 };
 
 int  asyncload_option_info(unsigned index, struct asyncload_option_info *info);
@@ -62,6 +64,8 @@ int  asyncload_loader_attach(asyncload_loader **ret, const char *handle);
 int  asyncload_loader_handle(const asyncload_loader *l, char *buf, size_t len);
 int  asyncload_loader_run(asyncload_loader *l);
 int  asyncload_loader_spawn(asyncload_loader *l, pid_t *pid);
+const char *asyncload_loader_engine(const asyncload_loader *l);
+const char *asyncload_loader_engine_reason(const asyncload_loader *l);
 int  asyncload_loader_shutdown(asyncload_loader *l);
 int  asyncload_loader_status(asyncload_loader *l);
 asyncload_loader *asyncload_loader_free(asyncload_loader *l);

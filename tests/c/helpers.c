@@ -213,7 +213,6 @@ asyncload_loader *t_start(const struct asyncload_options *o, pid_t *pid)
 	asyncload_loader *l = NULL;
 	pid_t p = 0;
 
-	t_require_io_uring();
 	CHECK_OK(asyncload_loader_new(&l, o));
 	CHECK(l != NULL);
 	CHECK_OK(asyncload_loader_spawn(l, &p));
