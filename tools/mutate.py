@@ -62,8 +62,12 @@ MUTANTS: List[Mutant] = [
            "asyncload_loader_shutdown does not ring the loader's doorbell"),
     Mutant("wait-polls",
            "rc = al_futex_wait(&ws->cmp_tail, seen, slice);",
-           "rc = (usleep(100), 0);",
+           "rc = usleep(100) + slice * 0;",
            "wait_get polls every 100 us instead of sleeping on the futex"),
+    Mutant("loader-polls",
+           "#define AL_SLEEP_MS 200 ",
+           "#define AL_SLEEP_MS 1 ",
+           "an idle loader wakes every millisecond instead of sleeping"),
     Mutant("stopping-not-watched",
            "if (state != AL_STATE_RUNNING && state != AL_STATE_STOPPING)\n\t\treturn state;",
            "if (state != AL_STATE_RUNNING)\n\t\treturn state;",
@@ -177,7 +181,9 @@ def suite_tests(build: str, only: Optional[List[str]]) -> List[str]:
     rc, out = run(["meson", "test", "-C", build, "--list"])
     if rc:
         sys.exit(f"meson test --list failed:\n{out}")
-    names = [line.split(" / ")[-1].strip() for line in out.splitlines() if " / " in line]
+    # lines read "c - asyncload:NAME" (newer meson) or "asyncload:c / NAME"
+    names = [line.replace(" / ", ":").split(":")[-1].strip() for line in out.splitlines()
+             if ":" in line]
     names = [n for n in names if n not in SKIP_TESTS]
     if only:
         names = [n for n in names if n in only]

@@ -3,9 +3,10 @@
  * stop_death.c - a loader that dies while stopping (shutdown asked, reads
  * still in flight) is noticed within a second: the waiting worker gets
  * -ESHUTDOWN (LoaderClosedError in Python), not a timeout. The reads are
- * large cold O_DIRECT reads, so that the loader is still stopping when it
- * is killed; the test checks that it was (killed, not exited) and tries
- * again with the files dropped from the page cache if it was too quick.
+ * large cold O_DIRECT reads; the loader is frozen (SIGSTOP) as soon as
+ * asyncload_loader_status says it no longer runs, the test checks that
+ * reads were still unanswered then, and kills it. A loader that finished
+ * before it could be frozen makes the test try again.
  */
 #define _GNU_SOURCE
 #include "helpers.h"
@@ -18,7 +19,7 @@
 #include <unistd.h>
 
 #define NFILES   4
-#define FSIZE    (64ull << 20)
+#define FSIZE    (32ull << 20)
 #define ATTEMPTS 3
 #define LIMIT_MS 1000
 
@@ -35,7 +36,7 @@ static void drop_cache(void)
 	}
 }
 
-/* True if the loader was caught stopping and its death was seen in time. */
+/* True if the loader was caught stopping, and its death was seen in time. */
 static bool attempt(void)
 {
 	struct asyncload_options o = t_opts(NFILES, FSIZE, 1);
@@ -47,19 +48,28 @@ static bool attempt(void)
 	CHECK_OK(asyncload_worker_get(l, 0, &w));
 	for (int i = 0; i < NFILES; i++)
 		CHECK_OK(asyncload_worker_request(w, paths[i]));
-	usleep(5 * 1000);        /* the loader takes them and starts reading */
+	usleep(2 * 1000); /* the loader takes them and starts reading */
 	CHECK_OK(asyncload_loader_shutdown(l));
-	usleep(15 * 1000);       /* it sees the shutdown and waits for its reads */
-	int status;
-	bool stopping = waitpid(pid, &status, WNOHANG) == 0;
-	if (stopping) {
-		CHECK(kill(pid, SIGKILL) == 0);
-		CHECK(waitpid(pid, &status, 0) == pid);
-		stopping = WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
-	}
-	int64_t t0 = t_now_ms();
+	/* status leaves 0 once the loader is stopping; freeze it right there */
+	int64_t deadline = t_now_ms() + 2000;
+	while (asyncload_loader_status(l) == 0 && t_now_ms() < deadline)
+		;
+	CHECK(kill(pid, SIGSTOP) == 0);
+	/* While the loader is frozen nothing new arrives: -EAGAIN after what
+	 * it answered means reads were still in flight (a loader that had
+	 * finished would have left -ESHUTDOWN). */
 	int r, answered = 0;
 	asyncload_entry *e = NULL;
+	while ((r = asyncload_worker_try_get(w, &e)) == 0) {
+		answered++;
+		asyncload_entry_release(e);
+	}
+	bool stopping = r == -EAGAIN;
+	CHECK(kill(pid, SIGKILL) == 0);
+	int status;
+	CHECK(waitpid(pid, &status, 0) == pid);
+
+	int64_t t0 = t_now_ms();
 	while ((r = asyncload_worker_wait_get(w, &e, 5000)) == 0) {
 		answered++;
 		asyncload_entry_release(e);
