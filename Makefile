@@ -26,6 +26,14 @@ setup:
 		$(SUDO) apt-get update && \
 		$(SUDO) apt-get install -y liburing-dev pkg-config gcc; \
 	fi
+	@# fuse3 (fusermount3) and libfuse3-dev: tools/slowfs, the slow network-storage
+	@# stand-in that tests/python/test_slowfs.py and tools/bench_slow.py mount
+	@if ! dpkg -s libfuse3-dev >/dev/null 2>&1 || ! command -v fusermount3 >/dev/null 2>&1; then \
+		echo "installing fuse3 libfuse3-dev"; \
+		$(SUDO) apt-get update && \
+		$(SUDO) apt-get install -y fuse3 libfuse3-dev; \
+	fi
+	@[ -e /dev/fuse ] || $(SUDO) modprobe fuse || echo "setup: no /dev/fuse: the slowfs tests will fail"
 	@if ! $(PYTHON) -m pip --version >/dev/null 2>&1; then \
 		$(SUDO) apt-get update && $(SUDO) apt-get install -y python3-pip python3-dev; \
 	fi
@@ -33,8 +41,11 @@ setup:
 	$(PYTHON) -m pip install torch==2.13.0
 	$(PYTHON) -m pip install -e .
 
+# a build folder configured before libfuse3-dev was installed has no slowfs: reconfigure it
 build:
-	@if [ ! -f build/build.ninja ]; then $(MESON) setup build; fi
+	@if [ ! -f build/build.ninja ]; then $(MESON) setup build; \
+	elif pkg-config --exists fuse3 && ! grep -q slowfs build/build.ninja; then \
+		$(MESON) setup --reconfigure build; fi
 	$(MESON) compile -C build
 
 # -Db_lundef=false: the sanitizer runtimes are linked into the executables,

@@ -11,7 +11,7 @@ import faulthandler
 import os
 import signal
 import sys
-from typing import Dict, Iterator
+from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
 
@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import asyncload  # noqa: E402
 from al_testutil import make_files  # noqa: E402
+from slowfs import SlowFS  # noqa: E402
 
 DEFAULT_DEADLINE_S = 30
 
@@ -62,3 +63,32 @@ def loader() -> Iterator[asyncload.Loader]:
 @pytest.fixture
 def worker(loader: asyncload.Loader) -> asyncload.Worker:
     return loader.get_worker_context(0)
+
+
+@pytest.fixture
+def slowfs_factory(tmp_path: "os.PathLike[str]") -> Iterator[Callable[..., SlowFS]]:
+    """make(source, **SlowFS options) -> a mounted SlowFS; every mount is unmounted and
+    its daemon ended after the test, pass or fail (see tests/python/slowfs.py)."""
+    mounts: List[SlowFS] = []
+
+    def make(source: str, **opts: Any) -> SlowFS:
+        fs = SlowFS(source, os.path.join(str(tmp_path), f"slowfs-mnt{len(mounts)}"), **opts)
+        mounts.append(fs)
+        return fs.start()
+
+    yield make
+    errors = []
+    for fs in reversed(mounts):
+        try:
+            fs.stop()
+        except Exception as e:  # stop the others too, then fail
+            errors.append(e)
+    if errors:
+        raise errors[0]
+
+
+@pytest.fixture
+def slowfs(files: Dict[str, bytes], slowfs_factory: Callable[..., SlowFS]) -> SlowFS:
+    """The `files` folder mirrored through slowfs at 1 ms per operation; fs.path(name)
+    is a file's path in the mount."""
+    return slowfs_factory(os.path.dirname(next(iter(files))), latency_ms=1)

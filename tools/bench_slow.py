@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""The slow-storage benchmark: readers on tools/slowfs, a FUSE mirror that adds a set latency
+to every lookup, open and read, as network storage (NFS, Lustre, s3fs, gcsfuse) does.
+
+    python3 tools/bench_slow.py                  # 3,000 files, latencies 0.5, 2, 10 ms
+    python3 tools/bench_slow.py --quick          # 600 files, 2 ms (a minute or so)
+    python3 tools/bench_slow.py --latencies 2 --n 1000
+
+Contenders, on the same shuffled list through the same mount, each cold (a fresh slowfs
+mount per contender, so nothing is in the kernel's FUSE caches, and the page cache dropped):
+  python-seq        open().read() in a loop (on the first --seq-files files only: at 10 ms it
+                    would take minutes; files/s is what counts)
+  threads-T         ThreadPoolExecutor(T) doing open().read(), T in --threads
+  procs-N           N reader processes, each reading its share
+  cpool-T           tools/threadread.c: T pthreads doing open/read/close, no Python
+  asyncload-qdQ     2 worker processes (--procs), Q requests in flight each, Worker.load()
+The processes are run by tools/bench.py's child runner (same code, same timing rules).
+
+Little's-law bound: files/s <= requests in flight / time per file. Time per file is measured,
+not guessed: slowfs counts the operations it answered during the contender's run
+(lookups+getattrs, opens, reads, ...), so ops/file = ops / files and time per file =
+ops/file x latency (the operations of one file happen one after another). In flight is
+threads, processes, or workers x queue depth. The bound ignores CPU: on a few cores the
+daemon's own CPU caps every reader first, which is why the C pool is reported too.
+
+Writes bench-out/bench_slow.json and prints a table with ratios against asyncload-qd64.
+"""
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(REPO, "tests", "python"))
+
+import bench  # noqa: E402  (its child runner, cache dropper, machine info)
+import make_dataset  # noqa: E402
+from slowfs import SlowFS  # noqa: E402
+
+MiB = 1 << 20
+log = bench.log
+
+
+def find_threadread(out_dir):
+    """build*/threadread from meson, else compiled from tools/threadread.c into out_dir."""
+    src = os.path.join(HERE, "threadread.c")
+    cands = [os.path.join(REPO, d, "threadread") for d in sorted(os.listdir(REPO))
+             if d.startswith("build")]
+    cands = [p for p in cands if os.access(p, os.X_OK)
+             and os.path.getmtime(p) >= os.path.getmtime(src)]
+    if cands:
+        return max(cands, key=os.path.getmtime)
+    exe = os.path.join(out_dir, "threadread")
+    subprocess.run([os.environ.get("CC", "cc"), "-O2", "-Wall", "-o", exe, src, "-lpthread"],
+                   check=True)
+    return exe
+
+
+def run_cpool(exe, threads, list_path, timeout):
+    p = subprocess.run([exe, "-q", "-t", str(threads), list_path], capture_output=True,
+                       text=True, timeout=timeout)
+    if not p.stdout.strip():
+        raise RuntimeError(p.stderr.strip()[-2000:] or f"exit status {p.returncode}")
+    r = json.loads(p.stdout)
+    return dict(bytes=r["bytes"], files=r["files"], errors=r["errors"], wall=r["seconds"])
+
+
+def contenders(args):
+    out = [dict(name="python-seq", kind="seq", inflight=1, seq=True)]
+    out += [dict(name=f"threads-{t}", kind="threads", threads=t, inflight=t)
+            for t in args.threads]
+    out += [dict(name=f"procs-{p}", kind="procs", procs=p, inflight=p) for p in args.reader_procs]
+    out += [dict(name=f"cpool-{t}", kind="cpool", threads=t, inflight=t) for t in args.cpool]
+    out += [dict(name=f"asyncload-qd{q}", kind="asyncload", procs=args.procs, qd=q,
+                 inflight=args.procs * q) for q in args.depths]
+    return out
+
+
+def run_one(c, args, latency, data, order, want_bytes, max_size, cpool_exe, cache):
+    mnt = os.path.join(args.out, "slowfs-mnt")
+    paths = order[:args.seq_files] if c.get("seq") else order
+    list_path = os.path.join(args.out, "slow-list.txt")
+    with open(list_path, "w") as f:
+        f.write("\n".join(os.path.join(mnt, rel) for rel in paths) + "\n")
+    expect = sum(want_bytes[rel] for rel in paths)
+    cache.drop()
+    fs = SlowFS(data, mnt, latency_ms=latency, jitter_ms=args.jitter)
+    with fs:
+        before = fs.stats(settle=True)
+        if c["kind"] == "cpool":
+            r = run_cpool(cpool_exe, c["threads"], list_path, args.timeout)
+        else:
+            spec = dict(c, list_path=list_path, max_file_size=max_size)
+            r = bench.run_child(spec, args.out, args.timeout)
+        after = fs.stats(settle=True)
+    ops = sum(after.get(k, 0) - before.get(k, 0)
+              for k in ("getattr", "open", "read", "opendir", "readdir", "readlink", "statfs"))
+    if r["bytes"] != expect and not r["errors"]:
+        log(f"  {c['name']} read {r['bytes']} bytes, expected {expect}")
+        r["errors"] = 1
+    files_s = r["files"] / r["wall"]
+    ops_per_file = ops / max(1, r["files"])
+    per_file_s = ops_per_file * latency / 1000
+    bound = c["inflight"] / per_file_s if per_file_s > 0 else float("inf")
+    return dict(name=c["name"], latency_ms=latency, files=r["files"], bytes=r["bytes"],
+                wall=r["wall"], files_s=files_s, errors=r["errors"], inflight=c["inflight"],
+                ops=ops, ops_per_file=ops_per_file, per_file_ms=per_file_s * 1000,
+                little_bound=bound, pct_of_bound=100 * files_s / bound)
+
+
+def fmt_table(rows, ref):
+    lines = []
+    for lat in sorted({r["latency_ms"] for r in rows}):
+        rs = [r for r in rows if r["latency_ms"] == lat]
+        a = next((r for r in rs if r["name"] == ref and "error" not in r), None)
+        lines.append(f"\n**{lat:g} ms per operation** (ratio = files/s ÷ {ref})\n")
+        lines.append("| contender | files/s | ratio | in flight | ops/file | ms/file "
+                     "| Little bound files/s | % of bound | errors |")
+        lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for r in rs:
+            if "error" in r:
+                lines.append(f"| {r['name']} | failed: {r['error'][-80:]} | | | | | | | |")
+                continue
+            ratio = f"{r['files_s'] / a['files_s']:.2f}" if a else "-"
+            name = f"**{r['name']}**" if r["name"] == ref else r["name"]
+            lines.append(f"| {name} | {r['files_s']:,.0f} | {ratio} | {r['inflight']} | "
+                         f"{r['ops_per_file']:.2f} | {r['per_file_ms']:.1f} | "
+                         f"{r['little_bound']:,.0f} | {r['pct_of_bound']:.0f} | {r['errors']} |")
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", help="dataset folder (default data/bench-N, made if missing)")
+    ap.add_argument("--n", type=int, default=3000, help="files (default 3000)")
+    ap.add_argument("--quick", action="store_true",
+                    help="600 files, 2 ms, seq on 100 files (unless given explicitly)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--latencies", default=None, help="ms per operation (default 0.5,2,10)")
+    ap.add_argument("--jitter", type=float, default=0.0, help="ms of uniform jitter")
+    ap.add_argument("--threads", default="16,64,128,256", help="Python thread pools")
+    ap.add_argument("--reader-procs", default="2,16", help="reader process counts")
+    ap.add_argument("--cpool", default="64,256", help="C thread pool sizes")
+    ap.add_argument("--procs", type=int, default=2, help="asyncload worker processes")
+    ap.add_argument("--depths", default="16,64,256", help="asyncload queue depths")
+    ap.add_argument("--seq-files", type=int, default=None,
+                    help="files python-seq reads (default 300; 100 with --quick)")
+    ap.add_argument("--ref", default="asyncload-qd64", help="the row ratios divide by")
+    ap.add_argument("--only", help="regex: run only matching contenders")
+    ap.add_argument("--timeout", type=int, default=300, help="per contender, seconds")
+    ap.add_argument("--out", default=os.path.join(REPO, "bench-out"), help="output folder")
+    ap.add_argument("--json", help="JSON path (default OUT/bench_slow.json)")
+    args = ap.parse_args()
+
+    if args.quick:
+        if "--n" not in sys.argv:
+            args.n = 600
+        args.latencies = args.latencies or "2"
+        args.seq_files = args.seq_files or 100
+    latencies = [float(x) for x in (args.latencies or "0.5,2,10").split(",") if x]
+    args.seq_files = args.seq_files or 300
+    for k in ("threads", "reader_procs", "cpool", "depths"):
+        setattr(args, k, [int(x) for x in getattr(args, k).split(",") if x])
+    os.makedirs(args.out, exist_ok=True)
+    json_path = args.json or os.path.join(args.out, "bench_slow.json")
+    t_start = time.monotonic()
+
+    data = os.path.abspath(args.data or os.path.join(REPO, "data", f"bench-{args.n}"))
+    log(f"dataset {data} ({args.n} files, seed {args.seed})")
+    manifest = make_dataset.make(data, args.n, args.seed)
+    want_bytes = dict((rel, size) for rel, size in manifest["files"])
+    max_size = (manifest["max_bytes"] + MiB) & ~(MiB - 1)
+    order = [rel for rel, _ in manifest["files"]]
+    random.Random(args.seed * 7919).shuffle(order)
+    cpool_exe = find_threadread(args.out)
+    cache = bench.Cache([os.path.join(data, rel) for rel in order])
+    log(f"cold: a fresh slowfs mount per contender, page cache dropped with {cache.method}")
+    plan = contenders(args)
+    if args.only:
+        import re
+        plan = [c for c in plan if re.search(args.only, c["name"])]
+    if not bench.asyncload_importable():
+        plan = [c for c in plan if c["kind"] != "asyncload"]
+
+    rows = []
+    step, total = 0, len(latencies) * len(plan)
+    for lat in latencies:
+        for c in plan:
+            step += 1
+            try:
+                r = run_one(c, args, lat, data, order, want_bytes, max_size, cpool_exe, cache)
+                log(f"[{step}/{total}] {lat:g} ms {c['name']:16s} {r['files_s']:8,.0f} files/s"
+                    f"  {r['ops_per_file']:.2f} ops/file  {r['pct_of_bound']:.0f}% of bound")
+            except Exception as e:      # one broken contender must not sink the run
+                r = dict(name=c["name"], latency_ms=lat, error=str(e))
+                log(f"[{step}/{total}] {lat:g} ms {c['name']}: FAILED: {str(e)[-300:]}")
+            rows.append(r)
+
+    info = bench.machine_info(data)
+    wall = time.monotonic() - t_start
+    report = dict(command="python3 tools/bench_slow.py " + " ".join(sys.argv[1:]),
+                  machine=info, cache_drop=cache.method,
+                  dataset=dict(path=data, n=args.n, seed=args.seed,
+                               total_bytes=manifest["total_bytes"],
+                               mean_bytes=manifest["mean_bytes"]),
+                  settings=dict(latencies=latencies, jitter=args.jitter, threads=args.threads,
+                                reader_procs=args.reader_procs, cpool=args.cpool,
+                                procs=args.procs, depths=args.depths,
+                                seq_files=args.seq_files, ref=args.ref),
+                  rows=rows, wall_s=wall)
+    with open(json_path, "w") as f:
+        json.dump(report, f, indent=1)
+    text = (f"Command: `{report['command'].strip()}`  \n"
+            f"Dataset: {args.n} files, {manifest['total_bytes'] / 1e6:.0f} MB, "
+            f"{info.get('nproc')} cores, kernel {info.get('kernel')}\n"
+            + fmt_table(rows, args.ref) + f"\n\nWall time: {wall:.0f} s\n")
+    print(text)
+    log(f"wrote {json_path} in {wall:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
