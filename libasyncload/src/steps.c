@@ -273,8 +273,11 @@ static void on_read(struct loop *lp, uint32_t idx, int res)
 	}
 	r->got += (uint64_t)res;
 	/* A short read is not the end of the file (network filesystems return
-	 * them): only 0 is, or a short O_DIRECT read of whole pages. */
-	bool eof = res == 0 || (r->direct && (uint64_t)res < r->last_ask);
+	 * them): only 0 is, or a short O_DIRECT read that reached the size
+	 * statx gave (an unaligned resume fails EINVAL and goes buffered). */
+	bool direct_end = r->direct && (uint64_t)res < r->last_ask &&
+	                  (!r->size_known || r->file_off + r->got >= r->stx.stx_size);
+	bool eof = res == 0 || direct_end;
 	if (eof || r->got >= r->target) {
 		finish_read(lp, idx);
 		return;

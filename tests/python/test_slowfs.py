@@ -158,7 +158,8 @@ def test_killed_daemon_fails_requests_and_is_cleaned_up(
     assert not is_mounted(fs.mountpoint)
 
 
-def test_asyncload_loops_on_short_reads(tmp_path: "os.PathLike[str]",
+@pytest.mark.parametrize("direct", [False, True])
+def test_asyncload_loops_on_short_reads(tmp_path: "os.PathLike[str]", direct: bool,
                                         slowfs_factory: Callable[..., SlowFS]) -> None:
     """A short read before EOF is not the end of the file: every byte of ~100 kB files
     read through 3,000-byte answers, byte-exact."""
@@ -172,7 +173,7 @@ def test_asyncload_loops_on_short_reads(tmp_path: "os.PathLike[str]",
             f.write(expected_src[p])
     fs = slowfs_factory(src, max_answer=3000)
     expected = in_mount(fs, expected_src)
-    with asyncload.Loader(queue_depth=4, max_file_size=1 << 20, n_workers=1) as ld:
+    with asyncload.Loader(queue_depth=4, max_file_size=1 << 20, n_workers=1, direct=direct) as ld:
         assert load_and_check(ld.get_worker_context(0), expected) == []
     # the answers really were short: one read request per 3,000 bytes at least
     assert fs.stats(settle=True)["read"] >= sum(-(-len(d) // 3000) for d in expected.values())
