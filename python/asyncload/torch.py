@@ -47,7 +47,9 @@ from typing import (TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, List, O
 
 import torch.utils.data as _tud
 
-from ._core import Entry, Loader, Worker
+from ._entry import Entry
+from ._loader import Loader
+from ._worker import Worker
 from ._lowlevel import PathArg
 
 if TYPE_CHECKING:  # Pillow is optional: only decode_image() needs it
