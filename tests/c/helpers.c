@@ -334,3 +334,15 @@ static int fds_in(pid_t pid)
 	closedir(d);
 	return n;
 }
+
+pid_t t_kill_later(pid_t target, int sig, int ms)
+{
+	pid_t pid = fork();
+
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		usleep((useconds_t)ms * 1000);
+		_exit(kill(target, sig) == 0 ? 0 : 1);
+	}
+	return pid;
+}

@@ -110,6 +110,10 @@ int t_settled_fds_of(pid_t pid);
 /* kB value of `field` ("VmRSS:") in /proc/<pid>/status; -1 if absent. */
 long t_proc_status_kb(pid_t pid, const char *field);
 
+/* Forks a child that sends `sig` to `target` after `ms` milliseconds and
+ * exits 0 if the kill worked; reap it with t_wait_child_ok(). */
+pid_t t_kill_later(pid_t target, int sig, int ms);
+
 /* Waits for child `pid` and fails the test unless it exited with 0. */
 void t_wait_child_ok(pid_t pid, const char *what);
 

@@ -15,18 +15,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static pid_t kill_later(pid_t target, int sig, int ms)
-{
-	pid_t pid = fork();
-
-	CHECK(pid >= 0);
-	if (pid == 0) {
-		usleep((useconds_t)ms * 1000);
-		_exit(kill(target, sig) == 0 ? 0 : 1);
-	}
-	return pid;
-}
-
 static void killed_while_waiting(void)
 {
 	struct asyncload_options o = t_opts(4, 4096, 1);
@@ -36,7 +24,7 @@ static void killed_while_waiting(void)
 	asyncload_entry *e;
 
 	CHECK_OK(asyncload_worker_get(l, 0, &w));
-	pid_t killer = kill_later(lpid, SIGKILL, 200);
+	pid_t killer = t_kill_later(lpid, SIGKILL, 200);
 	int64_t t0 = t_now_ms();
 	int r;
 	do
