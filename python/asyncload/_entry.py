@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import gc
+import operator
 import sys
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -52,6 +53,11 @@ def _has_derived_views(view: memoryview) -> bool:
     return sys.getrefcount(mbuf) > 3
 
 
+def _field(slot: str, doc: str) -> Any:
+    """A read-only property that returns the attribute ``slot``."""
+    return property(operator.attrgetter(slot), doc=doc)
+
+
 class Entry:
     """One completed load: the file's bytes, or the error that stopped it.
 
@@ -82,43 +88,23 @@ class Entry:
 
     # -- metadata ---------------------------------------------------------
 
-    @property
-    def path(self) -> str:
-        """The path exactly as it was requested (decoded with os.fsdecode)."""
-        return self._path
+    # Read once in __init__ (one C call each), then plain attribute reads.
+    path: str = _field("_path", "The path exactly as it was requested (decoded with os.fsdecode).")
+    offset: int = _field("_offset", "Byte offset of a range request; 0 for whole files.")
+    tag: int = _field("_tag", "The 64-bit tag given to the request "
+                      "(``Worker.load()``: the item's index).")
+    size: int = _field("_size", "Number of bytes loaded (exact, no padding); 0 for a failed load.")
+    error: int = _field("_error", "0, or the (positive) errno that made this load fail.")
+    released: bool = _field("_released", "True once the entry was handed back.")
 
     def get_filepath(self) -> str:
         """Prototype name for :attr:`path`."""
         return self._path
 
     @property
-    def offset(self) -> int:
-        """Byte offset of a range request; 0 for whole files."""
-        return self._offset
-
-    @property
-    def tag(self) -> int:
-        """The 64-bit tag given to the request (``Worker.load()``: the item's index)."""
-        return self._tag
-
-    @property
-    def size(self) -> int:
-        """Number of bytes loaded (exact, no padding); 0 for a failed load."""
-        return self._size
-
-    @property
-    def error(self) -> int:
-        """0, or the (positive) errno that made this load fail."""
-        return self._error
-
-    @property
     def ok(self) -> bool:
         """True if the load succeeded."""
         return self._error == 0
-
-    @property
-    def released(self) -> bool:
-        return self._released
 
     def raise_for_error(self) -> None:
         """Raise :class:`LoadError` if this load failed."""

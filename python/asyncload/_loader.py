@@ -18,7 +18,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 from . import _state
 from ._entry import Entry
 from ._lowlevel import LoaderClosedError, check_error, ffi, lib
-from ._options import describe, make_options, read_options, signature
+from ._options import OPTIONS, describe, make_options, read_options, signature
 from ._state import U32_MAX, WAIT_SLICE_MS, int_arg
 from ._worker import Worker
 
@@ -85,8 +85,6 @@ class Loader:
         opts = ffi.new("struct asyncload_options *")
         check_error(lib.asyncload_loader_get_options(ptr, opts))
         self._options = read_options(opts)
-        self._queue_depth: int = self._options["queue_depth"]
-        self._n_workers: int = self._options["n_workers"]
         _state.all_loaders.add(self)
         with _state.registry_lock:
             _state.by_handle[self._handle_str] = self
@@ -119,32 +117,16 @@ class Loader:
         ptr = self._cptr
         return ptr is not None and lib.asyncload_loader_status(ptr) == 0
 
-    @property
-    def queue_depth(self) -> int:
-        """Entries per worker (most loads one worker has in flight)."""
-        return self._queue_depth
-
-    @property
-    def max_file_size(self) -> int:
-        """Largest file or range one entry holds."""
-        return int(self._options["max_file_size"])
-
-    @property
-    def n_workers(self) -> int:
-        return self._n_workers
-
-    @property
-    def dispatch_n(self) -> int:
-        return int(self._options["dispatch_n"])
-
-    @property
-    def idle_iters(self) -> int:
-        return int(self._options["idle_iters"])
-
-    @property
-    def direct(self) -> bool:
-        """True if reads bypass the page cache (O_DIRECT)."""
-        return bool(self._options["direct"])
+    # One read-only property per option of the C table (added below the
+    # class), e.g. queue_depth, max_file_size, n_workers, dispatch_n,
+    # idle_iters, direct (True: O_DIRECT, bypassing the page cache), root,
+    # n_threads (as resolved by the loader). Typed here for checkers:
+    queue_depth: int
+    max_file_size: int
+    n_workers: int
+    dispatch_n: int
+    idle_iters: int
+    direct: bool
 
     @property
     def options(self) -> Dict[str, Any]:
@@ -276,8 +258,8 @@ class Loader:
         in the process that first uses it.
         """
         i = int_arg("id", id, U32_MAX)
-        if i >= self._n_workers:
-            raise ValueError(f"worker id {i} out of range (n_workers={self._n_workers})")
+        if i >= self.n_workers:
+            raise ValueError(f"worker id {i} out of range (n_workers={self.n_workers})")
         self._live()
         with self._lock:
             w = self._workers.get(i)
@@ -295,7 +277,7 @@ class Loader:
         state = "closed" if self._cptr is None else (
             "running" if self.running else "not running")
         return (f"<asyncload.Loader {self._handle_str!r} {state} queue_depth="
-                f"{self._queue_depth} n_workers={self._n_workers}>")
+                f"{self.queue_depth} n_workers={self.n_workers}>")
 
 
 def _rebuild_loader(handle: str) -> Loader:
@@ -312,6 +294,13 @@ def _rebuild_loader(handle: str) -> Loader:
 def _rebuild_worker(handle: str, id: int) -> Worker:
     return _rebuild_loader(handle).get_worker_context(id)
 
+
+def _option_property(name: str, doc: str) -> Any:
+    return property(lambda self: self._options[name], doc=doc)
+
+
+for _o in OPTIONS:
+    setattr(Loader, _o.name, _option_property(_o.name, _o.doc))
 
 Loader.__init__.__signature__ = signature()  # type: ignore[attr-defined]
 if Loader.__doc__:  # None under python -OO

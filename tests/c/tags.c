@@ -11,7 +11,6 @@
 #include "helpers.h"
 
 #include <errno.h>
-#include <signal.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -173,23 +172,19 @@ static void batches(asyncload_worker *w, const char *path)
 	CHECK_RET(asyncload_worker_wait_batch(w, out, DEPTH, 0), -ETIMEDOUT);
 }
 
+static int wait_burst(asyncload_worker *w)
+{
+	asyncload_entry *out[DEPTH];
+
+	return asyncload_worker_wait_batch(w, out, DEPTH, 8000);
+}
+
 /* The loader SIGKILLed while wait_batch sleeps: -ESHUTDOWN, soon. */
 static void killed_mid_wait(asyncload_loader *l, asyncload_worker *w, pid_t lpid)
 {
 	asyncload_entry *out[DEPTH];
-	pid_t killer = t_kill_later(lpid, SIGKILL, 200);
-	int64_t t0 = t_now_ms();
-	int r;
 
-	do
-		r = asyncload_worker_wait_batch(w, out, DEPTH, 8000);
-	while (r == -EINTR);
-	int64_t dt = t_now_ms() - t0;
-	t_wait_child_ok(killer, "killer");
-	CHECK_RET(r, -ESHUTDOWN);
-	/* kill at 200 ms, then about a second, with slack for sanitizers */
-	printf("tags: death noticed after %lld ms (kill at 200 ms)\n", (long long)dt);
-	CHECK(dt < 2500, "death of the loader noticed after %lld ms", (long long)dt);
+	t_wait_through_kill(lpid, wait_burst, w, "wait_batch");
 	CHECK_RET(asyncload_worker_wait_batch(w, out, DEPTH, 100), -ESHUTDOWN);
 	CHECK_RET(asyncload_worker_submit(w, "x", 0, ASYNCLOAD_WHOLE_FILE, 1), -ESHUTDOWN);
 	CHECK_RET(asyncload_loader_status(l), -ESHUTDOWN);
