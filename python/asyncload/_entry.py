@@ -192,7 +192,7 @@ class Entry:
             ptr, self._ptr = self._ptr, None
         w = self._worker
         if (self._pid == _state.pid and w._gen == self._gen and w._ptr is not None
-                and w._loader._cptr is not None):
+                and w._loader._cptr is not None and w._loader._c.alive):
             lib.asyncload_entry_release(ptr)
 
     def _invalidate(self) -> None:

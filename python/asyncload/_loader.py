@@ -69,7 +69,8 @@ class Loader:
 
     def _setup(self, ptr: Any, owner: bool) -> None:
         # ffi.gc only as a backstop: close() frees deterministically.
-        self._cptr = ffi.gc(ptr, lib.asyncload_loader_free)
+        self._c = _state.CLoader()
+        self._cptr = ffi.gc(ptr, self._c.destructor())
         self._owner = owner
         self._creator_pid = os.getpid()
         self._pid: Optional[int] = None

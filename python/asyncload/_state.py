@@ -53,6 +53,34 @@ registry_lock = threading.RLock()
 entry_lock = threading.RLock()
 
 
+class CLoader:
+    """Whether a Loader's C handle still exists, and the C workers made from it.
+
+    The handle is freed by an ffi.gc destructor, and at interpreter exit the
+    garbage collector may run that destructor before the finalizers of the
+    Workers and Entries that use it (the order inside one batch of garbage is
+    arbitrary). So the destructor frees the C workers first and clears
+    ``alive``, and Workers and Entries look here before calling into C.
+    """
+
+    __slots__ = ("alive", "workers")
+
+    def __init__(self) -> None:
+        self.alive = True
+        self.workers: "set[Any]" = set()  # asyncload_worker * claimed through this handle
+
+    def destructor(self) -> Any:
+        """The function ffi.gc calls with the loader pointer."""
+        def free(ptr: Any, cell: CLoader = self, lib: Any = lib) -> None:
+            # lib bound now: module globals may be gone when this runs at exit
+            cell.alive = False
+            for w in list(cell.workers):
+                lib.asyncload_worker_free(w)
+            cell.workers.clear()
+            lib.asyncload_loader_free(ptr)
+        return free
+
+
 def _after_fork_in_child() -> None:
     """Forget per-process state inherited from the parent.
 
@@ -69,6 +97,7 @@ def _after_fork_in_child() -> None:
         w._forget_after_fork()
     for loader in list(all_loaders):
         loader._lock = threading.RLock()
+        loader._c.workers.clear()  # the parent's, not to be freed here
         loader._runs = []  # the threads running them did not survive fork
 
 

@@ -62,6 +62,7 @@ class Worker:
                                   f"worker slot {self._id} is held by another live process")
                 check_error(rc)
                 self._ptr = out[0]
+                self._loader._c.workers.add(self._ptr)
             return self._ptr
 
     def claim(self) -> None:
@@ -86,7 +87,9 @@ class Worker:
         with self._lock:
             ptr, self._ptr = self._ptr, None
             self._gen += 1
-            if ptr is not None and self._loader._cptr is not None:
+            c = self._loader._c
+            if ptr is not None and c.alive and ptr in c.workers:
+                c.workers.discard(ptr)
                 lib.asyncload_worker_free(ptr)
 
     def __del__(self) -> None:
