@@ -78,13 +78,16 @@ static int write_all(const void *buf, uint64_t len)
 	return 0;
 }
 
-/* Requests in the order they were made. Output must follow that order, but
+/* The paths in the order given; the n-th path (from 0) is requested with
+ * tag n and lives in ring[n % depth], so a completion finds its slot by its
+ * tag even when a path is listed twice. Output must follow that order, but
  * entries complete in any order: an early arrival is held (it keeps its
  * entry, so it counts against the queue depth) until all before it are
- * written. The head is always in flight or held, so this cannot stall. */
+ * written. A path refused at once keeps its place, with its error. */
 struct slot {
 	char *path;
 	asyncload_entry *e;
+	int refused; /* -errno from asyncload_worker_submit, or 0 */
 };
 
 int main(int argc, char **argv)
@@ -135,12 +138,13 @@ int main(int argc, char **argv)
 
 	uint32_t depth = o.queue_depth;
 	struct slot *ring = calloc(depth, sizeof(*ring));
-	uint64_t head = 0, tail = 0, files = 0, bytes = 0;
+	asyncload_entry **got = calloc(depth, sizeof(*got));
+	uint64_t head = 0, tail = 0, files = 0, bytes = 0; /* tags: [head, tail) are in the ring */
 	char *pending = NULL; /* read from the source, not yet accepted */
 	bool eof = false;
 	struct timespec t0, t1;
 
-	if (!ring) {
+	if (!ring || !got) {
 		fprintf(stderr, "asyncload-cat: out of memory\n");
 		return 1;
 	}
@@ -152,59 +156,24 @@ int main(int argc, char **argv)
 				eof = true;
 				break;
 			}
-			r = asyncload_worker_request(w, pending);
+			r = asyncload_worker_submit(w, pending, 0, ASYNCLOAD_WHOLE_FILE, tail);
 			if (r == -EAGAIN)
 				break;
-			if (r < 0) {
-				/* Refused at once (empty, too long): report, go on. */
+			if (r == -ESHUTDOWN) {
 				fprintf(stderr, "asyncload-cat: %s: %s\n", pending, asyncload_strerror(r));
 				status = 1;
-				free(pending);
-				pending = NULL;
-				if (r == -ESHUTDOWN)
-					goto out;
-				continue;
+				goto out;
 			}
-			ring[tail % depth] = (struct slot){ .path = pending };
+			/* r < 0: refused at once (empty, too long), reported in its turn */
+			ring[tail % depth] = (struct slot){ .path = pending, .refused = r < 0 ? r : 0 };
 			tail++;
 			pending = NULL;
 		}
-		if (head == tail) {
-			if (!pending)
-				break;
-			/* -EAGAIN with nothing of ours outstanding */
-			fprintf(stderr, "asyncload-cat: %s: no free entry\n", pending);
-			status = 1;
-			goto out;
-		}
-
-		/* Take one completion and file it under its request. */
-		asyncload_entry *e;
-		do
-			r = asyncload_worker_wait_get(w, &e, -1);
-		while (r == -EINTR);
-		if (r < 0) {
-			fprintf(stderr, "asyncload-cat: %s\n", asyncload_strerror(r));
-			status = 1;
-			goto out;
-		}
-		const char *p = asyncload_entry_path(e);
-		uint64_t i;
-		for (i = head; i < tail; i++)
-			if (!ring[i % depth].e && !strcmp(ring[i % depth].path, p))
-				break;
-		if (i == tail) { /* cannot happen: the library returned a stranger */
-			fprintf(stderr, "asyncload-cat: unexpected entry %s\n", p);
-			asyncload_entry_release(e);
-			status = 1;
-			goto out;
-		}
-		ring[i % depth].e = e;
 
 		/* Write out (or count) everything that is now in order. */
-		while (head < tail && ring[head % depth].e) {
+		while (head < tail && (ring[head % depth].e || ring[head % depth].refused)) {
 			struct slot *s = &ring[head % depth];
-			int err = asyncload_entry_error(s->e);
+			int err = s->e ? asyncload_entry_error(s->e) : s->refused;
 			if (err) {
 				fprintf(stderr, "asyncload-cat: %s: %s\n", s->path, asyncload_strerror(err));
 				status = 1;
@@ -223,7 +192,46 @@ int main(int argc, char **argv)
 			}
 			asyncload_entry_release(s->e);
 			free(s->path);
+			*s = (struct slot){ 0 };
 			head++;
+		}
+		if (head == tail) {
+			if (!pending && eof)
+				break;
+			if (!pending)
+				continue; /* the ring was full and is now written out */
+			/* -EAGAIN with nothing of ours outstanding */
+			fprintf(stderr, "asyncload-cat: %s: no free entry\n", pending);
+			status = 1;
+			goto out;
+		}
+
+		/* Take the completions of a burst and file each under its tag. */
+		do
+			r = asyncload_worker_wait_batch(w, got, depth, -1);
+		while (r == -EINTR);
+		if (r < 0) {
+			fprintf(stderr, "asyncload-cat: %s\n", asyncload_strerror(r));
+			status = 1;
+			goto out;
+		}
+		bool stranger = false;
+		for (int i = 0; i < r; i++) {
+			uint64_t tag = asyncload_entry_tag(got[i]);
+			struct slot *s = &ring[tag % depth];
+			if (tag < head || tag >= tail || s->e || s->refused) {
+				/* cannot happen: the library returned a stranger */
+				fprintf(stderr, "asyncload-cat: unexpected entry %s (tag %llu)\n",
+					asyncload_entry_path(got[i]), (unsigned long long)tag);
+				asyncload_entry_release(got[i]);
+				stranger = true;
+				continue;
+			}
+			s->e = got[i];
+		}
+		if (stranger) {
+			status = 1;
+			goto out;
 		}
 	}
 out:
@@ -235,6 +243,7 @@ out:
 	}
 	free(pending);
 	free(ring);
+	free(got);
 	asyncload_worker_free(w);
 	asyncload_loader_free(l);
 

@@ -34,19 +34,11 @@ def worker_loop(ctx, share, qd, stop_at, conn):
     w.try_get()
     conn.send(os.getpid())
     files = 0
-    request, try_get, wait_get = w.request, w.try_get, w.wait_get
     while time.monotonic() < stop_at:
-        n, i, inflight = len(share), 0, 0
-        while i < n or inflight:
-            while i < n and inflight < qd and request(share[i]):
-                i += 1
-                inflight += 1
-            e = try_get()
-            if e is None:
-                e = wait_get()
+        # Worker.load(): the same queue-filling loop as tools/bench.py measures
+        for e in w.load(share):
             len(e.data)
             e.release()
-            inflight -= 1
             files += 1
     conn.send(files)
 

@@ -99,8 +99,7 @@ def settled_fds(pid: int) -> int:
 
 
 def _range_length(offset: int, max_file_size: int) -> int:
-    """Length is a function of the offset, so two requests with the same
-    (path, offset) key always expect the same answer."""
+    """A length that varies with the offset, so ranges of one file differ."""
     return 1 + (offset * 2654435761) % max_file_size
 
 
@@ -110,9 +109,8 @@ def worker_main(wid: int, worker: asyncload.Worker, ds: Dict[str, Any], max_file
     good = sorted(ds["good"])
     contents = ds["good"]
     crc = ds["crc"]
-    # (path, offset) -> requests of that key not yet answered
-    outstanding: collections.Counter = collections.Counter()
-    expect: Dict[Tuple[str, int], Tuple[str, Any]] = {}
+    # tag (the request's index) -> the answer it must get, until answered
+    expect: Dict[int, Tuple[str, Any]] = {}
     st = collections.Counter()
     problems: List[str] = []
     samples: Dict[str, Any] = {}
@@ -136,19 +134,30 @@ def worker_main(wid: int, worker: asyncload.Worker, ds: Dict[str, Any], max_file
             return p, off, n, ("crc", zlib.crc32(contents[p][off:off + n]))
         return p, 0, None, ("crc", crc[p])
 
+    def requests() -> Any:
+        """Random requests until stop_at; the k-th one gets tag k from load()."""
+        tag = 0
+        while True:
+            now = time.time()
+            if not samples.get("warm") and now >= warm_at:
+                samples["warm"] = proc_sample()
+            if now >= stop_at:
+                return
+            p, off, n, exp = choose()
+            expect[tag] = exp
+            tag += 1
+            st["requested"] += 1
+            yield (p, off, n)
+
     def check(e: asyncload.Entry) -> None:
-        key = (e.path, e.offset)
-        if outstanding[key] <= 0:
+        key = (e.tag, e.path, e.offset)
+        want_answer = expect.pop(e.tag, None)
+        if want_answer is None:
             problems.append(f"unexpected or duplicate answer {key}")
             st["duplicates"] += 1
             return
-        outstanding[key] -= 1
-        kind, want = expect[key]
-        if outstanding[key] == 0:
-            # forget answered keys: random range offsets would grow the table
-            del outstanding[key]
-            del expect[key]
         st["answered"] += 1
+        kind, want = want_answer
         if kind == "err":
             if e.error != want:
                 st["mismatches"] += 1
@@ -173,50 +182,17 @@ def worker_main(wid: int, worker: asyncload.Worker, ds: Dict[str, Any], max_file
         w = worker
         while time.time() < start_at:
             time.sleep(0.005)
-        pending = None
-        while True:
-            now = time.time()
-            if not samples.get("warm") and now >= warm_at:
-                samples["warm"] = proc_sample()
-            if now >= stop_at:
-                break
-            # keep the queue full
-            while True:
-                if pending is None:
-                    pending = choose()
-                p, off, n, exp = pending
-                key = (p, off)
-                if key in expect and expect[key] != exp and outstanding[key]:
-                    pending = None  # same key, other answer in flight: pick again
-                    continue
-                if not w.request(p, off, n):
-                    break
-                expect[key] = exp
-                outstanding[key] += 1
-                st["requested"] += 1
-                pending = None
-            e = w.wait_get(timeout=30)
-            with e:
-                check(e)
-            # sometimes take a few without waiting, or hold one a while
-            for _ in range(rng.randrange(4)):
-                e2 = w.try_get()
-                if e2 is None:
-                    break
-                with e2:
-                    check(e2)
-        # drain: everything asked for must come back
-        deadline = time.monotonic() + 30
-        while sum(outstanding.values()) and time.monotonic() < deadline:
-            try:
-                e = w.wait_get(timeout=max(0.1, deadline - time.monotonic()))
-            except TimeoutError:
-                break
-            with e:
-                check(e)
-        st["lost"] = sum(outstanding.values())
+        # load() keeps the queue full until requests() stops, then hands
+        # back everything still in flight: each answer must come back.
+        try:
+            for e in w.load(requests(), timeout=30):
+                with e:
+                    check(e)
+        except TimeoutError:
+            pass
+        st["lost"] = len(expect)
         if st["lost"]:
-            problems.append(f"{st['lost']} requests never answered, e.g. {list(outstanding)[:3]}")
+            problems.append(f"{st['lost']} requests never answered, e.g. tags {list(expect)[:3]}")
         if w.try_get() is not None:
             st["duplicates"] += 1
             problems.append("an answer after everything was answered")

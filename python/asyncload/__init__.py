@@ -2,7 +2,7 @@
 
 A loader process reads files with io_uring into shared memory; worker
 processes request files by path and read the bytes without a copy. See
-README.md for a tour; the classes live in _core.py.
+README.md for a tour; docs/design.md maps the files.
 
     with asyncload.Loader(queue_depth=64, max_file_size=1 << 24, n_workers=4) as loader:
         w = loader.get_worker_context(0)
@@ -13,7 +13,10 @@ README.md for a tour; the classes live in _core.py.
 
 from __future__ import annotations
 
-from ._core import Entry, LoadRequest, Loader, Worker
+from ._entry import Entry
+from ._fill import LoadRequest
+from ._loader import Loader
+from ._worker import Worker
 from ._lowlevel import LoadError, LoaderClosedError, lib as _lib
 
 __all__ = [

@@ -2,7 +2,7 @@
 
 Every C call returns 0/a count or a negative errno; ``check_error`` turns the
 negative ones into the Python exceptions documented in SPEC.md, so the
-classes in _core.py never interpret errno values themselves.
+classes never interpret errno values themselves.
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ import time
 from typing import Any, List, Optional, Sequence, Tuple
 
 from . import _bench, _sysinfo
-from ._core import Loader, Worker
+from ._loader import Loader
+from ._worker import Worker
 
 # Worker processes report progress in batches no longer apart than this, to
 # keep the queue traffic negligible next to the loads.

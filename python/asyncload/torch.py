@@ -41,13 +41,16 @@ import os
 import threading
 import time
 import weakref
-from collections import deque
+from contextlib import closing
 from typing import (TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, List, Optional,
                     Sequence, Tuple, Union)
 
 import torch.utils.data as _tud
 
-from ._core import Entry, Loader, Worker
+from ._entry import Entry
+from ._fill import fill
+from ._loader import Loader
+from ._worker import Worker
 from ._lowlevel import PathArg
 
 if TYPE_CHECKING:  # Pillow is optional: only decode_image() needs it
@@ -366,51 +369,21 @@ class FileDataset(_tud.Dataset):
         if n == 0:
             return out
         slot = self._claim()
-        w = slot.worker
         with slot.lock:
-            # Several positions may name the same file (sampling with
-            # replacement); entries carry only their path, so each path keeps
-            # its waiting positions in request order.
-            waiting: Dict[str, Deque[int]] = {}
+            # Tags are positions in the batch, so a file named twice (sampling
+            # with replacement) still lands each copy in its own place.
             failure: Optional[BaseException] = None
-            nxt = 0
-            outstanding = 0
-            try:
-                while nxt < n or outstanding:
-                    while nxt < n:
-                        if not w.request(paths[nxt]):
-                            break
-                        waiting.setdefault(paths[nxt], deque()).append(nxt)
-                        nxt += 1
-                        outstanding += 1
-                    if outstanding == 0:
-                        raise RuntimeError(
-                            "asyncload.torch: no free entry in this worker's queue and none in "
-                            "flight; entries are held elsewhere in this process")
-                    entry = w.wait_get()
-                    q = waiting.get(entry.path)
-                    if not q:
-                        # Left over from a dead previous holder of this slot.
-                        entry.release()
-                        continue
-                    pos = q.popleft()
-                    outstanding -= 1
+            # closing(): an interrupt (Ctrl-C, loader gone) still collects what
+            # was asked for, so the next batch starts with an empty queue.
+            with closing(fill(slot.worker, paths, who="asyncload.torch")) as entries:
+                for entry in entries:
                     if failure is not None:
                         entry.release()
                         continue
                     try:
-                        out[pos] = self._convert(entry, idx[pos])
+                        out[entry.tag] = self._convert(entry, idx[entry.tag])
                     except Exception as e:
                         failure = e
-            finally:
-                # Interrupted (Ctrl-C, loader gone): still collect what was
-                # asked for, so the next batch starts with an empty queue.
-                while outstanding > 0:
-                    try:
-                        w.wait_get(timeout=5.0).release()
-                    except (OSError, BufferError):
-                        break
-                    outstanding -= 1
             if failure is not None:
                 raise failure
         return out

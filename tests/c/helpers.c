@@ -333,3 +333,37 @@ static int fds_in(pid_t pid)
 	closedir(d);
 	return n;
 }
+
+pid_t t_kill_later(pid_t target, int sig, int ms)
+{
+	pid_t pid = fork();
+
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		usleep((useconds_t)ms * 1000);
+		_exit(kill(target, sig) == 0 ? 0 : 1);
+	}
+	return pid;
+}
+
+int64_t t_wait_through_kill(pid_t lpid, int (*wait)(asyncload_worker *w), asyncload_worker *w,
+                            const char *what)
+{
+	pid_t killer = t_kill_later(lpid, SIGKILL, 200);
+	int64_t t0 = t_now_ms();
+	int r;
+
+	do
+		r = wait(w);
+	while (r == -EINTR);
+	int64_t dt = t_now_ms() - t0;
+	t_wait_child_ok(killer, "killer");
+	CHECK_RET(r, -ESHUTDOWN);
+	/* 200 ms until the kill, then "within a second" with slack for
+	 * sanitizers and a loaded machine: a miss here means polling is
+	 * missing, not that it is slow. */
+	printf("%s: %s noticed the kill after %lld ms (kill at 200 ms)\n", t_name, what,
+	       (long long)dt);
+	CHECK(dt < 2500, "%s: death of the loader noticed after %lld ms", what, (long long)dt);
+	return dt;
+}

@@ -110,6 +110,17 @@ int t_settled_fds_of(pid_t pid);
 /* kB value of `field` ("VmRSS:") in /proc/<pid>/status; -1 if absent. */
 long t_proc_status_kb(pid_t pid, const char *field);
 
+/* Forks a child that sends `sig` to `target` after `ms` milliseconds and
+ * exits 0 if the kill worked; reap it with t_wait_child_ok(). */
+pid_t t_kill_later(pid_t target, int sig, int ms);
+
+/* Sleeps in wait(w) (retried on -EINTR) while the loader `lpid` is
+ * SIGKILLed 200 ms in; fails the test unless the wait ends with -ESHUTDOWN
+ * soon after (about a second, with slack for sanitizers). `what` names the
+ * wait in the message; returns the milliseconds the wait took. */
+int64_t t_wait_through_kill(pid_t lpid, int (*wait)(asyncload_worker *w), asyncload_worker *w,
+                            const char *what);
+
 /* Waits for child `pid` and fails the test unless it exited with 0. */
 void t_wait_child_ok(pid_t pid, const char *what);
 

@@ -29,22 +29,30 @@ def make_files(root: str, n: int, seed: int = 0, max_size: int = 200_000) -> Dic
 
 
 def load_and_check(worker: "asyncload.Worker", expected: Dict[str, bytes]) -> List[str]:
-    """Load every path through worker.load(); return a list of problems."""
+    """Load every path through worker.load(); return a list of problems.
+
+    Entries are matched to their paths by tag (load() tags each with its
+    item's index); the path an entry reports must agree.
+    """
     problems: List[str] = []
+    paths = sorted(expected)
     seen = set()
-    for entry in worker.load(sorted(expected)):
+    for entry in worker.load(paths):
         with entry:
+            path = paths[entry.tag]
+            if entry.path != path:
+                problems.append(f"{path}: answered as {entry.path}")
             if entry.error:
-                problems.append(f"{entry.path}: errno {entry.error}")
+                problems.append(f"{path}: errno {entry.error}")
                 continue
-            if entry.path in seen:
-                problems.append(f"{entry.path}: completed twice")
-            seen.add(entry.path)
-            if entry.get_data() != expected[entry.path]:
-                problems.append(f"{entry.path}: content differs")
-            if bytes(entry.data) != expected[entry.path]:
-                problems.append(f"{entry.path}: view differs")
-    missing = set(expected) - seen
+            if entry.tag in seen:
+                problems.append(f"{path}: completed twice")
+            seen.add(entry.tag)
+            if entry.get_data() != expected[path]:
+                problems.append(f"{path}: content differs")
+            if bytes(entry.data) != expected[path]:
+                problems.append(f"{path}: view differs")
+    missing = [paths[i] for i in set(range(len(paths))) - seen]
     if missing:
         problems.append(f"never completed: {sorted(missing)[:5]}")
     return problems

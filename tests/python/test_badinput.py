@@ -81,28 +81,27 @@ class Checker:
             for e in w.load(paths, timeout=5):
                 with e:
                     self.side_count += 1
-                    if e.error or e.get_data() != self.good[e.path]:
-                        self.side_errors.append(f"{e.path}: {e.error}")
+                    if e.error or e.get_data() != self.good[paths[e.tag]]:
+                        self.side_errors.append(f"{paths[e.tag]}: {e.error}")
 
     def one(self, path: Any, *rng: Any) -> Tuple[int, bytes]:
         """(errno, bytes) of one request, checking its good neighbours."""
         g = sorted(self.good)
-        assert self.w.request(g[0])
-        assert self.w.request(path, *rng)
-        assert self.w.request(g[1])
-        out: Dict[str, Any] = {}
+        # tags: the neighbours 0 and 2, the request under test 1
+        assert self.w.request(g[0], tag=0)
+        assert self.w.request(path, *rng, tag=1)
+        assert self.w.request(g[1], tag=2)
+        out: Dict[int, Tuple[int, bytes]] = {}
         t0 = time.monotonic()
         for _ in range(3):
             e = self.w.wait_get(timeout=5)
             with e:
-                out.setdefault(e.path, []).append((e.error, e.get_data() if e.ok else b""))
+                assert e.tag not in out, f"tag {e.tag} answered twice"
+                out[e.tag] = (e.error, e.get_data() if e.ok else b"")
         assert time.monotonic() - t0 < 2, f"{path!r} took too long"
-        for p in g[:2]:
-            res = out[p].pop()
-            assert res == (0, self.good[p])
-        rest = [v for vs in out.values() for v in vs]
-        assert len(rest) == 1, out
-        return rest[0]
+        assert out[0] == (0, self.good[g[0]])
+        assert out[2] == (0, self.good[g[1]])
+        return out[1]
 
     def close(self) -> None:
         self.stop.set()

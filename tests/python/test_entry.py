@@ -33,12 +33,13 @@ def test_entry_metadata(worker: asyncload.Worker, files: Dict[str, bytes]) -> No
 
 def test_empty_and_one_page_files(worker: asyncload.Worker, files: Dict[str, bytes]) -> None:
     paths = sorted(files)[:3]  # sizes 0, 1, 4096
-    for p in paths:
-        assert worker.request(p)
+    for i, p in enumerate(paths):
+        assert worker.request(p, tag=i)
     got = {}
     for _ in paths:
         with worker.wait_get(timeout=5) as e:
-            got[e.path] = e.get_data()
+            assert e.path == paths[e.tag]
+            got[paths[e.tag]] = e.get_data()
             assert len(e.data) == e.size
     assert got == {p: files[p] for p in paths}
     assert [len(got[p]) for p in paths] == [0, 1, 4096]

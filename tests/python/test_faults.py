@@ -139,8 +139,10 @@ def make_files(root: pathlib.Path, n: int, size: int, seed: int = 0) -> Dict[str
 # These run in forked children and talk back through a Pipe.
 
 
-def _drain_until_closed(w: asyncload.Worker, files: Dict[str, bytes]) -> Dict[str, Any]:
-    """wait_get until LoaderClosedError; checks every entry on the way."""
+def _drain_until_closed(w: asyncload.Worker, paths: List[str],
+                        files: Dict[str, bytes]) -> Dict[str, Any]:
+    """wait_get until LoaderClosedError; checks every entry on the way (the
+    request for paths[i] was tagged i)."""
     got: List[Tuple[str, int]] = []
     bad: List[str] = []
     while True:
@@ -151,21 +153,22 @@ def _drain_until_closed(w: asyncload.Worker, files: Dict[str, bytes]) -> Dict[st
         except TimeoutError:
             return {"closed_at": None, "got": got, "bad": bad + ["wait_get timed out"]}
         with e:
-            got.append((e.path, e.error))
-            if e.error == 0 and e.get_data() != files[e.path]:
-                bad.append(f"{e.path}: wrong bytes")
+            p = paths[e.tag]
+            got.append((p, e.error))
+            if e.path != p or (e.error == 0 and e.get_data() != files[p]):
+                bad.append(f"{p}: wrong entry or bytes")
 
 
 def _requester(loader: asyncload.Loader, wid: int, paths: List[str],
                files: Dict[str, bytes], conn: Any) -> None:
     w = loader.get_worker_context(wid)
     n = 0
-    for p in paths:
-        if not w.request(p):
+    for i, p in enumerate(paths):
+        if not w.request(p, tag=i):
             break
         n += 1
     conn.send(("ready", n))
-    res = _drain_until_closed(w, files)
+    res = _drain_until_closed(w, paths, files)
     res["requested"] = paths[:n]
     conn.send(("done", res))
 
@@ -180,14 +183,16 @@ def _busy(loader: asyncload.Loader, wid: int, files: Dict[str, bytes], conn: Any
     conn.send(("ready", 0))
     try:
         while True:
-            while w.request(rng.choice(paths)):
-                pass
+            i = rng.randrange(len(paths))
+            while w.request(paths[i], tag=i):
+                i = rng.randrange(len(paths))
             with w.wait_get(timeout=10) as e:
                 answered += 1
-                if e.error == 0 and e.get_data() != files[e.path]:
-                    bad.append(e.path)
+                p = paths[e.tag]
+                if e.error == 0 and e.get_data() != files[p]:
+                    bad.append(p)
                 elif e.error not in (0, errno.ESHUTDOWN):
-                    bad.append(f"{e.path}: errno {e.error}")
+                    bad.append(f"{p}: errno {e.error}")
     except asyncload.LoaderClosedError:
         conn.send(("done", {"closed_at": time.monotonic(), "answered": answered, "bad": bad}))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent
@@ -324,9 +329,10 @@ def test_creator_killed_loader_exits(tmp_path: pathlib.Path, mode: str, clean_pr
         pid, handle = int(line[0]), line[1]
         attached = asyncload.Loader.attach(handle)
         w = attached.get_worker_context(0)
-        assert w.request(next(iter(files)))
+        first = next(iter(files))
+        assert w.request(first, tag=7)
         with w.wait_get(timeout=5) as e:
-            assert e.get_data() == files[e.path]
+            assert e.tag == 7 and e.get_data() == files[first]
         t, out = start_waiter(w)
         time.sleep(0.3)
         t_kill = time.monotonic()
@@ -370,8 +376,8 @@ def _loop_checked(loader: asyncload.Loader, wid: int, files: Dict[str, bytes],
         for e in w.load(paths):
             with e:
                 n += 1
-                if e.error or e.get_data() != files[e.path]:
-                    bad.append(e.path)
+                if e.error or e.get_data() != files[paths[e.tag]]:
+                    bad.append(paths[e.tag])
     conn.send(("done", {"n": n, "bad": bad}))
 
 
@@ -380,12 +386,13 @@ def _taker(loader: asyncload.Loader, paths: List[str], files: Dict[str, bytes], 
     without releasing anything first."""
     try:
         w = loader.get_worker_context(0)
-        accepted = [w.request(p) for p in paths]
+        accepted = [w.request(p, tag=i) for i, p in enumerate(paths)]
         extra = w.request(paths[0])
         got = []
         for _ in range(sum(accepted)):
             with w.wait_get(timeout=10) as e:
-                got.append((e.path, e.error, e.error == 0 and e.get_data() == files[e.path]))
+                p = paths[e.tag]
+                got.append((p, e.error, e.error == 0 and e.get_data() == files[p]))
         try:
             w.wait_get(timeout=0.3)
             stray = True
@@ -513,9 +520,10 @@ def test_sigint_is_ignored(tmp_path: pathlib.Path, clean_process: Any) -> None:
         assert proc_state(loader.pid) in ("S", "R")
         assert loader.running
         w = loader.get_worker_context(0)
-        for e in w.load(sorted(files)):
+        paths = sorted(files)
+        for e in w.load(paths):
             with e:
-                assert e.get_data() == files[e.path]
+                assert e.get_data() == files[paths[e.tag]]
 
 
 # ---------------------------------------------------------------- files changing

@@ -104,12 +104,18 @@ class WorkerMachine(RuleBasedStateMachine):
         assert _world is not None
         self.world = _world
         self.w = _world.loader.get_worker_context(0)
-        # (path bytes, offset) -> list of expected outcomes, in any order
-        self.pending: Dict[Tuple[bytes, int], List[Any]] = {}
+        # tag -> (path bytes, offset, expected outcome) of each request in flight
+        self.pending: Dict[int, Tuple[bytes, int, Any]] = {}
         self.held: List[Tuple[asyncload.Entry, Any]] = []
+        self.n_requests = 0
 
     def n_pending(self) -> int:
-        return sum(len(v) for v in self.pending.values())
+        return len(self.pending)
+
+    def next_tag(self) -> int:
+        """Distinct tags spread over 64 bits: 0 first, then scattered."""
+        self.n_requests += 1
+        return ((self.n_requests - 1) * 0x9E3779B97F4A7C15) % 2**64
 
     # -- model ----------------------------------------------------------------
 
@@ -127,25 +133,21 @@ class WorkerMachine(RuleBasedStateMachine):
         return ("data", content[offset:end])
 
     def check(self, e: asyncload.Entry) -> None:
-        key = (os.fsencode(e.path), e.offset)
-        options = self.pending.get(key)
-        assert options, f"answer nobody is waiting for: {key!r}"
-        for i, exp in enumerate(options):
-            if exp[0] == "data" and e.error == 0 and e.get_data() == exp[1]:
-                break
-            if exp[0] == "err" and e.error in exp[1]:
-                if e.error == 0:
-                    # a path the model cannot predict loaded: it must be the file's bytes
-                    with open(key[0], "rb") as f:
-                        assert e.get_data() == os.pread(f.fileno(), e.size, key[1]) \
-                            if key[1] < 2**63 else e.size == 0
-                break
-        else:
-            raise AssertionError(f"{key!r}: error {e.error}, size {e.size}, expected one of "
-                                 f"{[(k, v if k == 'err' else len(v)) for k, v in options]}")
-        options.pop(i)
-        if not options:
-            del self.pending[key]
+        assert e.tag in self.pending, f"answer nobody is waiting for: tag {e.tag}"
+        raw, offset, exp = self.pending.pop(e.tag)
+        key = (raw, offset)
+        assert (os.fsencode(e.path), e.offset) == key, f"tag {e.tag}: answer of another request"
+        if exp[0] == "data" and e.error == 0 and e.get_data() == exp[1]:
+            return
+        if exp[0] == "err" and e.error in exp[1]:
+            if e.error == 0:
+                # a path the model cannot predict loaded: it must be the file's bytes
+                with open(raw, "rb") as f:
+                    assert e.get_data() == os.pread(f.fileno(), e.size, offset) \
+                        if offset < 2**63 else e.size == 0
+            return
+        raise AssertionError(f"{key!r}: error {e.error}, size {e.size}, expected "
+                             f"{(exp[0], exp[1] if exp[0] == 'err' else len(exp[1]))}")
 
     # -- rules ----------------------------------------------------------------
 
@@ -172,9 +174,10 @@ class WorkerMachine(RuleBasedStateMachine):
             assert info.value.errno == errno.ENAMETOOLONG
             return
         exp = self.expect(raw, offset, length)
-        ok = self.w.request(path, offset, length)
+        tag = self.next_tag()
+        ok = self.w.request(path, offset, length, tag=tag)
         if ok:
-            self.pending.setdefault((raw, offset), []).append(exp)
+            self.pending[tag] = (raw, offset, exp)
         assert ok is (not full)
 
     @rule()

@@ -265,3 +265,34 @@ def test_close_stops_become_loader_thread() -> None:
     t.join(5)
     assert not t.is_alive()
     assert errors == []
+
+
+_CYCLE_AT_EXIT = r"""
+import gc, sys
+import asyncload
+for mode in range(6):
+    ld = asyncload.Loader(4, 1 << 16, 1)
+    ld.spawn_loader()
+    w = ld.get_worker_context(0)
+    assert w.request(sys.argv[1])
+    e = w.wait_get(timeout=5)
+    cyc = [e, w, ld] if mode % 2 else [ld, w, e]
+    cyc.append(cyc)  # garbage only the cycle collector frees, in its own order
+    del ld, w, e, cyc
+    if mode % 3 == 0:
+        gc.collect()
+print("ok")
+"""
+
+
+def test_loader_worker_entry_garbage_cycle(tmp_path: pathlib.Path) -> None:
+    """A Loader, its Worker and an Entry dropped together in a reference
+    cycle, collected by gc.collect() or at interpreter exit: the collector
+    may free the C loader before the Worker's and Entry's finalizers run,
+    which must then not touch it (this crashed with SIGSEGV)."""
+    path = str(tmp_path / "f.txt")
+    pathlib.Path(path).write_text("hello")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    r = subprocess.run([sys.executable, "-c", _CYCLE_AT_EXIT, path], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stderr[-2000:])

@@ -11,7 +11,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import pytest
 
@@ -160,7 +160,8 @@ def test_entry_inherited_through_fork_is_not_released_by_child(
     e.release()
 
 
-def _thread_worker(w: asyncload.Worker, paths: List[str], files: Dict[str, bytes],
+def _thread_worker(w: asyncload.Worker, items: List[Tuple[int, str]], all_paths: List[str],
+                   files: Dict[str, bytes],
                    total: List[int], lock, errors: List[str], n_total: int) -> None:  # type: ignore[no-untyped-def]
     def take(timeout: float) -> bool:
         try:
@@ -168,14 +169,15 @@ def _thread_worker(w: asyncload.Worker, paths: List[str], files: Dict[str, bytes
         except TimeoutError:
             return False
         with e:
-            if e.get_data() != files[e.path]:
-                errors.append(e.path)
+            # either thread may take the other's entry: the tag says whose
+            if e.get_data() != files[all_paths[e.tag]]:
+                errors.append(all_paths[e.tag])
         with lock:
             total[0] += 1
         return True
 
-    for p in paths:
-        while not w.request(p):
+    for i, p in items:
+        while not w.request(p, tag=i):
             take(0.05)
     while True:
         with lock:
@@ -194,7 +196,8 @@ def test_two_threads_share_one_worker(loader: asyncload.Loader, files: Dict[str,
     lock = threading.Lock()
     errors: List[str] = []
     threads = [threading.Thread(target=_thread_worker,
-                                args=(w, all_paths[i::2], files, total, lock, errors,
+                                args=(w, list(enumerate(all_paths))[i::2], all_paths, files,
+                                      total, lock, errors,
                                       len(all_paths)))
                for i in range(2)]
     for t in threads:
