@@ -1,20 +1,27 @@
-"""AsyncLoader: the 2023 prototype's module name, kept for old code.
+"""AsyncLoader: the 2023 prototype's module name, kept so its programs run unchanged.
 
-The classes are the very same objects as in ``asyncload``, so the
-prototype's call forms keep working:
+Both of the prototype's call forms work, by position or by keyword:
 
+    # the released code's form
+    loader = AsyncLoader.Loader(queue_depth, n_workers, dispatch_n, max_idle_iters,
+                                direct=False)
+    # the README's form
     loader = AsyncLoader.Loader(queue_depth, max_file_size, n_workers,
                                 dispatch_n, idle_iters, direct)
-    loader.spawn_loader()
+    multiprocessing.Process(target=loader.become_loader).start()   # or spawn_loader()
     w = loader.get_worker_context(id=0)
-    w.request(filepath="x.JPEG"); e = w.wait_get()
-    e.get_filepath(); e.get_data(); e.release()
+    w.request(filepath=b"x.JPEG"); e = w.wait_get()
+    e.get_filepath()   # bytes, as the prototype returned
+    e.get_data(); e.release()
 
-New code should ``import asyncload``.
+The classes subclass asyncload's (see asyncload._compat for the rule that
+tells the two forms apart); new code should ``import asyncload``.
 """
 
 from __future__ import annotations
 
-from asyncload import Entry, LoadError, Loader, LoaderClosedError, Worker
+from asyncload import LoadError, LoaderClosedError
+from asyncload._compat import Entry, Loader, Worker, default_max_file_size
 
-__all__ = ["Loader", "Worker", "Entry", "LoadError", "LoaderClosedError"]
+__all__ = ["Loader", "Worker", "Entry", "LoadError", "LoaderClosedError",
+           "default_max_file_size"]

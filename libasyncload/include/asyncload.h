@@ -29,7 +29,7 @@ extern "C" {
 
 /* Limits enforced by asyncload_loader_new() (-EINVAL beyond them). */
 #define ASYNCLOAD_MAX_WORKERS      1024u
-#define ASYNCLOAD_MAX_QUEUE_DEPTH  4096u
+#define ASYNCLOAD_MAX_QUEUE_DEPTH  8192u
 #define ASYNCLOAD_MAX_ENTRIES      65536u         /* n_workers * queue_depth */
 #define ASYNCLOAD_MAX_FILE_SIZE    (1ull << 36)   /* 64 GiB per entry */
 #define ASYNCLOAD_PATH_MAX         4096u          /* including the NUL */

@@ -86,7 +86,7 @@ def fill(worker: "Worker", items: Iterable[LoadRequest], *, timeout: Optional[fl
                     f"{who}: no free entry and none in flight; release the entries it "
                     "yields (e.g. `with entry:`) before taking more")
             got = worker._wait_into(out, min(len(waiting), depth), timeout)
-            batch = [Entry(worker, out[i]) for i in range(got)]
+            batch = [worker._entry_type(worker, out[i]) for i in range(got)]
             for k, entry in enumerate(batch):
                 batch[k] = None  # from here on the caller (or the release below) owns it
                 if entry.tag in waiting:
@@ -107,6 +107,6 @@ def fill(worker: "Worker", items: Iterable[LoadRequest], *, timeout: Optional[fl
             except OSError:  # LoaderClosedError, TimeoutError: nothing more will come
                 break
             for i in range(got):
-                entry = Entry(worker, out[i])
+                entry = worker._entry_type(worker, out[i])
                 waiting.discard(entry.tag)
                 entry.release()

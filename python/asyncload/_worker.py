@@ -36,6 +36,9 @@ class Worker:
     process.
     """
 
+    # what completions are handed out as (AsyncLoader's subclass returns bytes paths)
+    _entry_type = Entry
+
     def __init__(self, loader: "Loader", id: int) -> None:
         self._loader = loader
         self._id = id
@@ -190,7 +193,7 @@ class Worker:
         if rc == -errno.EAGAIN:
             return None
         check_error(rc)
-        return Entry(self, out[0])
+        return self._entry_type(self, out[0])
 
     def _wait_into(self, out: Any, max: int, timeout: Optional[float]) -> int:
         """Sleep until entries complete, put up to ``max`` of them in ``out``
@@ -222,7 +225,7 @@ class Worker:
         """
         out = ffi.new("asyncload_entry *[1]")
         self._wait_into(out, 1, timeout)
-        return Entry(self, out[0])
+        return self._entry_type(self, out[0])
 
     def wait_batch(self, max: Optional[int] = None,
                    timeout: Optional[float] = None) -> List[Entry]:
@@ -236,7 +239,7 @@ class Worker:
         n = self._loader.queue_depth if max is None else int_arg("max", max, U32_MAX, 1)
         out = ffi.new("asyncload_entry *[]", n)
         got = self._wait_into(out, n, timeout)
-        return [Entry(self, out[i]) for i in range(got)]
+        return [self._entry_type(self, out[i]) for i in range(got)]
 
     def load(self, items: Iterable[LoadRequest], *,
              timeout: Optional[float] = None) -> Iterator[Entry]:

@@ -56,13 +56,15 @@ int main(void)
 	o = d; o.max_file_size = UINT64_MAX; o.queue_depth = 1;
 	expect_new(o, -EINVAL, "max_file_size UINT64_MAX");
 	/* Each within its limit, but too many entries together. */
-	o = d; o.n_workers = 32; o.queue_depth = 4096; o.max_file_size = 4096;
+	o = d; o.n_workers = 2 * ASYNCLOAD_MAX_ENTRIES / ASYNCLOAD_MAX_QUEUE_DEPTH;
+	o.queue_depth = ASYNCLOAD_MAX_QUEUE_DEPTH; o.max_file_size = 4096;
 	expect_new(o, -EINVAL, "n_workers * queue_depth > ASYNCLOAD_MAX_ENTRIES");
 	o = d; o.queue_depth = UINT32_MAX; o.n_workers = UINT32_MAX; o.max_file_size = 4096;
 	expect_new(o, -EINVAL, "product overflowing 32 bits");
 
 	/* The limits themselves are fine (the region is only reserved). */
-	o = d; o.queue_depth = ASYNCLOAD_MAX_QUEUE_DEPTH; o.n_workers = 16; o.max_file_size = 4096;
+	o = d; o.queue_depth = ASYNCLOAD_MAX_QUEUE_DEPTH;
+	o.n_workers = ASYNCLOAD_MAX_ENTRIES / ASYNCLOAD_MAX_QUEUE_DEPTH; o.max_file_size = 4096;
 	expect_new(o, 0, "n_workers * queue_depth == ASYNCLOAD_MAX_ENTRIES");
 	o = d; o.n_workers = ASYNCLOAD_MAX_WORKERS; o.queue_depth = 1; o.max_file_size = 4096;
 	expect_new(o, 0, "n_workers == max");

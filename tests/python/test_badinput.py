@@ -420,7 +420,8 @@ def test_region_beyond_address_space_is_enomem() -> None:
     """Each limit alone is fine, together they ask for 4 PiB of shared
     memory: a clean ENOMEM from Loader(), nothing mapped."""
     with pytest.raises(OSError) as info:
-        asyncload.Loader(queue_depth=asyncload.MAX_QUEUE_DEPTH, n_workers=16,
+        asyncload.Loader(queue_depth=asyncload.MAX_QUEUE_DEPTH,
+                         n_workers=asyncload.MAX_ENTRIES // asyncload.MAX_QUEUE_DEPTH,
                          max_file_size=asyncload.MAX_FILE_SIZE)
     assert info.value.errno == errno.ENOMEM
 
@@ -429,7 +430,8 @@ def test_region_beyond_address_space_is_enomem() -> None:
 @pytest.mark.parametrize("kw", [
     dict(queue_depth=1, n_workers=1, max_file_size=asyncload.MAX_FILE_SIZE),
     dict(queue_depth=64, n_workers=asyncload.MAX_WORKERS, max_file_size=4096),
-    dict(queue_depth=asyncload.MAX_QUEUE_DEPTH, n_workers=16, max_file_size=1),
+    dict(queue_depth=asyncload.MAX_QUEUE_DEPTH,
+         n_workers=asyncload.MAX_ENTRIES // asyncload.MAX_QUEUE_DEPTH, max_file_size=1),
     dict(queue_depth=1, n_workers=1, max_file_size=1),
 ], ids=["64GiB-entry", "1024-workers", "65536-entries", "tiny"])
 def test_extreme_but_valid_options_work(tmp_path: pathlib.Path, kw: Dict[str, Any]) -> None:
