@@ -208,7 +208,7 @@ def _asyncload_worker(w: Any, share: Sequence[str], qd: int, conn: Any, start: A
 def make_loader(spec: Dict[str, Any]) -> Any:
     """The Loader a spec asks for; engine= is passed only when the spec names one, and a
     build without the engine option says so with EngineUnsupported."""
-    from ._core import Loader
+    from ._loader import Loader
     kw: Dict[str, Any] = dict(dispatch_n=spec.get("dispatch_n", 1),
                               idle_iters=spec.get("idle_iters", 0),
                               direct=spec.get("direct", False))

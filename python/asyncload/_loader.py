@@ -130,6 +130,17 @@ class Loader:
     direct: bool
 
     @property
+    def engine(self) -> str:
+        """How the loader does I/O: "io_uring" or "threads" once it runs
+        (before that, the engine asked for: "auto" possible)."""
+        return ffi.string(lib.asyncload_loader_engine(self._live())).decode("ascii")
+
+    @property
+    def engine_reason(self) -> str:
+        """Why that engine runs, in words; "" before the loader started."""
+        return ffi.string(lib.asyncload_loader_engine_reason(self._live())).decode("utf-8")
+
+    @property
     def options(self) -> Dict[str, Any]:
         """Every option of this loader, by name (a copy)."""
         return dict(self._options)
@@ -307,7 +318,8 @@ def _option_property(name: str, doc: str) -> Any:
 
 
 for _o in OPTIONS:
-    setattr(Loader, _o.name, _option_property(_o.name, _o.doc))
+    if not hasattr(Loader, _o.name):  # engine: the running one, defined above
+        setattr(Loader, _o.name, _option_property(_o.name, _o.doc))
 
 Loader.__init__.__signature__ = signature()  # type: ignore[attr-defined]
 if Loader.__doc__:  # None under python -OO

@@ -11,7 +11,7 @@ a Python edit.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Dict, List, NamedTuple, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ._lowlevel import encode_path, ffi, lib
 from ._state import int_arg
@@ -29,10 +29,11 @@ class OptionInfo(NamedTuple):
 
     name: str
     type: int  # UINT, BOOL or STRING
-    default: Any  # int, bool, or None for a string
+    default: Any  # int, bool, a choice's name, or None for a string
     min: int
     max: int
     doc: str
+    choices: Optional[Tuple[str, ...]]  # names of the values min..max, if named
 
 
 def _read_table() -> Tuple[OptionInfo, ...]:
@@ -43,10 +44,15 @@ def _read_table() -> Tuple[OptionInfo, ...]:
         kind = int(info.type)
         # `def` is a Python keyword, hence getattr
         raw_def = int(getattr(info, "def"))
+        lo = int(info.min)
+        choices = (None if info.choices == ffi.NULL
+                   else tuple(ffi.string(info.choices).decode("ascii").split()))
         default: Any = None if kind == STRING else (bool(raw_def) if kind == BOOL else raw_def)
+        if choices:
+            default = choices[raw_def - lo]
         rows.append(OptionInfo(ffi.string(info.name).decode("ascii"), kind, default,
-                               int(info.min), int(info.max),
-                               ffi.string(info.doc).decode("utf-8")))
+                               lo, int(info.max), ffi.string(info.doc).decode("utf-8"),
+                               choices))
         i += 1
     return tuple(rows)
 
@@ -70,6 +76,11 @@ def _check(o: OptionInfo, value: Any, keep: List[Any]) -> Any:
         c = ffi.new("char[]", raw)
         keep.append(c)  # the C struct only points at it
         return c
+    if o.choices and isinstance(value, str):
+        if value not in o.choices:
+            raise ValueError(f"{o.name} must be one of {', '.join(map(repr, o.choices))} "
+                             f"(got {value!r})")
+        return o.min + o.choices.index(value)
     if o.type == BOOL:
         if not isinstance(value, (bool, int)):
             raise TypeError(f"{o.name} must be a bool, not {type(value).__name__}")
@@ -120,6 +131,8 @@ def read_options(opts: Any) -> Dict[str, Any]:
                 "utf-8", "surrogateescape")
         elif o.type == BOOL:
             out[o.name] = bool(v)
+        elif o.choices and o.min <= v <= o.max:
+            out[o.name] = o.choices[v - o.min]
         else:
             out[o.name] = int(v)
     return out
@@ -140,5 +153,6 @@ def describe() -> str:
     lines = []
     for o in OPTIONS:
         where = "required" if o.name in REQUIRED else f"default {o.default!r}"
-        lines.append(f"    {o.name} ({where}): {o.doc}")
+        named = f" [{' | '.join(o.choices)}]" if o.choices else ""
+        lines.append(f"    {o.name} ({where}){named}: {o.doc}")
     return "\n".join(lines)

@@ -33,9 +33,12 @@ def shard(tmp_path: pathlib.Path) -> Tuple[str, bytes]:
     return path, data
 
 
-@pytest.fixture
-def w() -> asyncload.Worker:
-    with asyncload.Loader(queue_depth=DEPTH, max_file_size=1 << 20, n_workers=1) as ld:
+@pytest.fixture(params=["io_uring", "threads"])
+def w(request: pytest.FixtureRequest) -> asyncload.Worker:
+    """A worker of a running loader, on each engine (tags ride through both)."""
+    with asyncload.Loader(queue_depth=DEPTH, max_file_size=1 << 20, n_workers=1,
+                          engine=request.param) as ld:
+        assert ld.engine == request.param
         yield ld.get_worker_context(0)
 
 
@@ -238,6 +241,10 @@ def test_loader_options_come_from_the_c_table() -> None:
     q = next(o for o in _options.OPTIONS if o.name == "queue_depth")
     with pytest.raises(ValueError, match=f"queue_depth is too large .*at most {q.max}"):
         asyncload.Loader(q.max + 1, 4096, 1)
+    e = next(o for o in _options.OPTIONS if o.name == "engine")
+    assert e.choices == ("auto", "io_uring", "threads") and e.default == "auto"
+    with pytest.raises(ValueError, match="engine must be one of 'auto', 'io_uring', 'threads'"):
+        asyncload.Loader(4, 4096, 1, engine="fast")
     ld = asyncload.Loader(4, 4096, 1)
     try:
         opts = ld.options
