@@ -70,7 +70,7 @@ from asyncload import _sysinfo
 info = _sysinfo.collect()
 print(json.dumps(info))
 import asyncload
-loader = asyncload.Loader(4, 4096, 1)
+loader = asyncload.Loader(4, 1 << 20, 1)  # sys.executable is larger than a page
 try:
     loader.spawn_loader()
     w = loader.get_worker_context(0)

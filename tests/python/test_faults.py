@@ -764,7 +764,8 @@ _SECCOMP = textwrap.dedent("""
     assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
     assert libc.prctl(22, 2, ctypes.byref(fp), 0, 0) == 0, ctypes.get_errno()  # SECCOMP_MODE_FILTER
     res = {}
-    L = asyncload.Loader(4, 4096, 1)
+    # engine="io_uring": refused means an error; "auto" would run on threads
+    L = asyncload.Loader(4, 4096, 1, engine="io_uring")
     w = L.get_worker_context(0)
     w.request("/etc/hostname")  # queued before the failed start
     t0 = time.monotonic()
@@ -781,7 +782,7 @@ _SECCOMP = textwrap.dedent("""
         w.wait_get(timeout=2)
     except Exception as exc:
         res["wait"] = res.get("wait", []) + [type(exc).__name__]
-    L2 = asyncload.Loader(4, 4096, 1)
+    L2 = asyncload.Loader(4, 4096, 1, engine="io_uring")
     try:
         L2.become_loader()
         res["become"] = "ok"
@@ -824,7 +825,7 @@ def test_io_uring_disabled_sysctl(clean_process: Any) -> None:
     that needs it and always restored."""
     with open(_SYSCTL) as f:
         old = f.read().strip()
-    loader = asyncload.Loader(4, 4096, 1)
+    loader = asyncload.Loader(4, 4096, 1, engine="io_uring")  # auto would fall back to threads
     try:
         try:
             with open(_SYSCTL, "w") as f:
