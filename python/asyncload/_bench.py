@@ -20,7 +20,7 @@ import random
 import resource
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 MiB = 1 << 20
 
@@ -133,9 +133,8 @@ class PageCache:
 # Only the reading is timed: pools, processes and the loader start before the clock, as they
 # do once per training job.
 
-def run_seq(paths: Sequence[str], spec: Dict[str, Any]) -> Dict[str, Any]:
-    write_pids(spec.get("pids_path"), [os.getpid()])
-    c0, t0 = cpu_self(), time.perf_counter()
+def _read_plain(paths: Sequence[str]) -> Tuple[int, int]:
+    """(bytes, errors) of reading each path with open().read(), one after another."""
     nbytes = errors = 0
     for p in paths:
         try:
@@ -143,6 +142,13 @@ def run_seq(paths: Sequence[str], spec: Dict[str, Any]) -> Dict[str, Any]:
                 nbytes += len(f.read())
         except OSError:
             errors += 1
+    return nbytes, errors
+
+
+def run_seq(paths: Sequence[str], spec: Dict[str, Any]) -> Dict[str, Any]:
+    write_pids(spec.get("pids_path"), [os.getpid()])
+    c0, t0 = cpu_self(), time.perf_counter()
+    nbytes, errors = _read_plain(paths)
     wall, cpu = time.perf_counter() - t0, cpu_self() - c0
     return dict(bytes=nbytes, files=len(paths), errors=errors, wall=wall, cpu=cpu,
                 end_pss_kb=pss_kb(os.getpid()))
@@ -177,13 +183,7 @@ def _proc_reader(share: Sequence[str], conn: Any, start: Any) -> None:
     conn.send("ready")
     start.wait()
     c0 = cpu_self()
-    nbytes = errors = 0
-    for p in share:
-        try:
-            with open(p, "rb") as f:
-                nbytes += len(f.read())
-        except OSError:
-            errors += 1
+    nbytes, errors = _read_plain(share)
     conn.send(dict(bytes=nbytes, files=len(share), errors=errors, cpu=cpu_self() - c0,
                    pss_kb=pss_kb(os.getpid())))
 
