@@ -77,7 +77,9 @@ struct al_engine_ops {
 	/* Sleeps until a completion, a change of *doorbell from `seen`, or
 	 * timeout_us. `busy`: ops are in flight. */
 	void (*wait)(struct al_engine *e, _Atomic uint32_t *doorbell, uint32_t seen, long timeout_us, bool busy);
-	void (*exit)(struct al_engine *e);
+	/* Tears down. `abandoned`: ops are still out (a stalled filesystem):
+	 * do not wait for them; what they return later is closed and dropped. */
+	void (*exit)(struct al_engine *e, bool abandoned);
 };
 
 struct al_engine {

@@ -45,6 +45,9 @@ struct pool {
 	uint32_t max_threads, n_threads, idle;
 	pthread_t *threads;
 	bool stop;
+	bool abandoned;            /* the loop is gone; threads still in a call
+	                            * close what they opened, the last frees all */
+	uint32_t left;             /* abandoned threads not yet finished */
 	struct al_bell *bell;
 };
 
@@ -103,6 +106,17 @@ static void ring(struct pool *p)
 		al_futex_wake(&p->bell->doorbell, 1);
 }
 
+static void free_pool(struct pool *p)
+{
+	pthread_mutex_destroy(&p->lock);
+	pthread_cond_destroy(&p->work);
+	free(p->jobs);
+	free(p->batch);
+	free(p->done);
+	free(p->threads);
+	free(p);
+}
+
 static void run_job(struct pool *p, struct job *j)
 {
 	struct al_completion c[2];
@@ -118,6 +132,14 @@ static void run_job(struct pool *p, struct job *j)
 		}
 	}
 	pthread_mutex_lock(&p->lock);
+	if (p->abandoned) {
+		/* nobody will close what this job opened */
+		for (uint8_t i = 0; i < j->n; i++)
+			if (c[i].kind == AL_OP_OPEN && c[i].fd >= 0)
+				close(c[i].fd);
+		pthread_mutex_unlock(&p->lock);
+		return;
+	}
 	for (uint8_t i = 0; i < j->n; i++)
 		post(p, &c[i]);
 	pthread_mutex_unlock(&p->lock);
@@ -134,7 +156,7 @@ static void *io_thread(void *arg)
 			pthread_cond_wait(&p->work, &p->lock);
 			p->idle--;
 		}
-		if (!p->jobs_len)
+		if (!p->jobs_len || p->abandoned)
 			break;
 		struct job j = p->jobs[p->jobs_head];
 		p->jobs_head = (p->jobs_head + 1) % p->jobs_cap;
@@ -143,7 +165,10 @@ static void *io_thread(void *arg)
 		run_job(p, &j);
 		pthread_mutex_lock(&p->lock);
 	}
+	bool last = p->abandoned && --p->left == 0;
 	pthread_mutex_unlock(&p->lock);
+	if (last)
+		free_pool(p);
 	return NULL;
 }
 
@@ -260,25 +285,36 @@ static void threads_wait(struct al_engine *e, _Atomic uint32_t *doorbell, uint32
 		al_futex_wait(doorbell, seen, timeout_us / 1000 ? (int)(timeout_us / 1000) : 1);
 }
 
-static void threads_exit(struct al_engine *e)
+/* Ends the threads. Abandoned (ops stuck in a stalled filesystem): threads
+ * still in a call are left to finish it on their own; they close what they
+ * opened and the last one frees the pool, so nothing leaks once the stall
+ * ends, and the loader does not wait for it. */
+static void threads_exit(struct al_engine *e, bool abandoned)
 {
 	struct pool *p = e->priv;
 	if (!p)
 		return;
+	e->priv = NULL;
 	pthread_mutex_lock(&p->lock);
 	p->stop = true;
+	if (abandoned) {
+		p->abandoned = true;
+		p->jobs_len = 0;     /* not started: never will be */
+		p->left = p->n_threads;
+	}
+	uint32_t n = p->n_threads;
 	pthread_cond_broadcast(&p->work);
 	pthread_mutex_unlock(&p->lock);
-	for (uint32_t i = 0; i < p->n_threads; i++)
+	if (abandoned) {
+		for (uint32_t i = 0; i < n; i++)
+			pthread_detach(p->threads[i]);
+		if (n == 0)
+			free_pool(p);
+		return;
+	}
+	for (uint32_t i = 0; i < n; i++)
 		pthread_join(p->threads[i], NULL);
-	pthread_mutex_destroy(&p->lock);
-	pthread_cond_destroy(&p->work);
-	free(p->jobs);
-	free(p->batch);
-	free(p->done);
-	free(p->threads);
-	free(p);
-	e->priv = NULL;
+	free_pool(p);
 }
 
 const struct al_engine_ops al_engine_threads = {

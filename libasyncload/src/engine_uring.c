@@ -229,8 +229,11 @@ static void uring_wait(struct al_engine *e, _Atomic uint32_t *doorbell, uint32_t
 	u->pending = 0;
 }
 
-static void uring_exit(struct al_engine *e)
+/* The kernel cancels what is still out when the ring goes; an op stuck in a
+ * filesystem ends when the process is killed (the spawner does, after 5 s). */
+static void uring_exit(struct al_engine *e, bool abandoned)
 {
+	(void)abandoned;
 	struct uring *u = e->priv;
 	if (!u)
 		return;

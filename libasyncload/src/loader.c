@@ -49,6 +49,7 @@ struct start_gate {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	uint32_t ready;
+	uint32_t serving;   /* threads still in their loop */
 	bool go, failed;
 	int error;
 };
@@ -64,6 +65,21 @@ struct loader_thread {
 	pthread_t thread;
 	struct loop lp;
 };
+
+/* The last loop to end says STOPPED before any engine is torn down: a
+ * request abandoned on a stalled filesystem may keep an engine (and so the
+ * process) from finishing, but not the workers from hearing of the stop. */
+static void loop_done(struct start_gate *g, struct al_header *h)
+{
+	pthread_mutex_lock(&g->lock);
+	bool last = --g->serving == 0;
+	pthread_mutex_unlock(&g->lock);
+	if (last) {
+		atomic_store(&h->state, AL_STATE_STOPPED);
+		al_wake_all_workers(h);
+		al_futex_wake(&h->state, INT_MAX);
+	}
+}
 
 /* Sets the thread's ring up (io_uring wants its single issuer to be the
  * thread that created it), waits for the others, serves until shutdown. */
@@ -86,6 +102,7 @@ static void *loader_thread_main(void *arg)
 	if (r >= 0 && run) {
 		t->lp.parent = t->parent;
 		al_loop_run(&t->lp);
+		loop_done(g, t->l->hdr);
 	}
 	al_loop_free(&t->lp);
 	return NULL;
@@ -184,6 +201,7 @@ static int loader_run(asyncload_loader *l, pid_t parent)
 		while (gate.ready < n)
 			pthread_cond_wait(&gate.cond, &gate.lock);
 		r = gate.failed ? gate.error : 0;
+		gate.serving = n;
 		if (!gate.failed) {
 			atomic_store(&h->loader_pid, getpid());
 			atomic_store(&h->loader_fd, lock_fd);
@@ -198,6 +216,7 @@ static int loader_run(asyncload_loader *l, pid_t parent)
 		if (r0 >= 0 && !gate.failed) {
 			ts[0].lp.parent = parent;
 			al_loop_run(&ts[0].lp);
+			loop_done(&gate, h);
 		}
 		al_loop_free(&ts[0].lp);
 		for (uint32_t i = 1; i < n; i++)

@@ -23,6 +23,10 @@
 #define AL_BATCH_POLL_US 50        /* one "idle iteration" while batching */
 #define AL_PARENT_CHECK_NS (200ull * 1000 * 1000)
 #define AL_REAP_BATCH 256u
+/* Stopping waits this long for reads in flight, then answers what is still
+ * out (a stalled network filesystem) with -ESHUTDOWN, so that workers hear
+ * of the stop within a second whatever storage does. */
+#define AL_STOP_GRACE_NS (400ull * 1000 * 1000)
 
 bool al_fifo_init(struct fifo *f, uint32_t cap)
 {
@@ -170,6 +174,20 @@ static void cancel_unstarted(struct loop *lp)
 		al_loop_complete(lp, al_fifo_pop(&lp->slot_q), -ESHUTDOWN, 0);
 }
 
+/* Past the grace period: answer every request still out. Its ops stay with
+ * the engine; nothing can reuse its entry, since requests are refused now. */
+static void abandon_in_flight(struct loop *lp)
+{
+	for (uint32_t idx = 0; idx < lp->total && lp->in_flight; idx++) {
+		struct req *r = &lp->reqs[idx];
+		if (r->phase == PH_IDLE)
+			continue;
+		r->trim_pending = false;
+		al_loop_complete(lp, idx, -ESHUTDOWN, 0);
+	}
+	wake_touched(lp);
+}
+
 static unsigned reap(struct loop *lp)
 {
 	struct al_completion done[AL_REAP_BATCH];
@@ -208,6 +226,8 @@ static void sleep_until_work(struct loop *lp, bool batching)
 		return;
 	}
 	long wait_us = batching ? AL_BATCH_POLL_US : AL_SLEEP_MS * 1000L;
+	if (lp->stopping)
+		wait_us = AL_SLEEP_MS * 100L; /* look at the grace deadline often enough */
 	lp->eng.ops->wait(&lp->eng, &lp->bell->doorbell, bell, wait_us, lp->ops > 0);
 	atomic_store(&lp->bell->sleeping, 0);
 }
@@ -283,7 +303,7 @@ int al_loop_init(struct loop *lp, asyncload_loader *l, const struct al_engine_op
 void al_loop_free(struct loop *lp)
 {
 	if (lp->eng.ops)
-		lp->eng.ops->exit(&lp->eng);
+		lp->eng.ops->exit(&lp->eng, lp->abandoned);
 	free(lp->reqs);
 	free(lp->touched);
 	free(lp->touched_mark);
@@ -314,6 +334,7 @@ void al_loop_run(struct loop *lp)
 		if (!lp->stopping &&
 		    (atomic_load(&h->shutdown_requested) || al_loop_stop_signalled() || parent_gone(lp))) {
 			lp->stopping = true;
+			lp->stop_deadline = al_now_ns() + AL_STOP_GRACE_NS;
 			uint32_t running = AL_STATE_RUNNING;
 			atomic_compare_exchange_strong(&h->state, &running, AL_STATE_STOPPING);
 			/* a signal or a dead parent reached this thread only */
@@ -334,6 +355,11 @@ void al_loop_run(struct loop *lp)
 		flush_and_reap(lp, &reaped);
 		if (lp->stopping && !lp->in_flight && !lp->closes)
 			break;
+		if (lp->stopping && al_now_ns() >= lp->stop_deadline) {
+			abandon_in_flight(lp);
+			lp->abandoned = lp->ops > 0;
+			break;
+		}
 		if (pulled || reaped)
 			continue;
 		bool batching = lp->new_q.len > 0;

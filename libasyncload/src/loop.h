@@ -75,6 +75,8 @@ struct loop {
 	bool cached_lookup;     /* the inline openat2(RESOLVE_CACHED) works here */
 	bool async_reads;       /* ASYNCLOAD_ASYNC_READS: reads forced off the loop */
 	bool stopping;
+	bool abandoned;         /* stopped with ops still out (stalled storage) */
+	uint64_t stop_deadline; /* stopping: answer what is still out by then */
 	int root_fd;
 	pid_t parent;           /* spawned: exit when it is gone */
 	uint32_t tid;           /* this thread serves workers tid, tid + n_threads, ... */
