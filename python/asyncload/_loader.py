@@ -140,6 +140,12 @@ class Loader:
         """Why that engine runs, in words; "" before the loader started."""
         return ffi.string(lib.asyncload_loader_engine_reason(self._live())).decode("utf-8")
 
+    def stats(self) -> Dict[str, Any]:
+        """What the loader says of itself, as a dict: ``engine`` (the one that
+        runs) and ``engine_reason`` (why: "asked for", or why io_uring could
+        not be used, so a slower engine is never chosen silently)."""
+        return {"engine": self.engine, "engine_reason": self.engine_reason}
+
     @property
     def options(self) -> Dict[str, Any]:
         """Every option of this loader, by name (a copy)."""
