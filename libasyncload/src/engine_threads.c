@@ -146,6 +146,17 @@ static void run_job(struct pool *p, struct job *j)
 	ring(p);
 }
 
+/* Takes the oldest job and runs it without the lock; lock held on entry and exit. */
+static void run_next_job(struct pool *p)
+{
+	struct job j = p->jobs[p->jobs_head];
+	p->jobs_head = (p->jobs_head + 1) % p->jobs_cap;
+	p->jobs_len--;
+	pthread_mutex_unlock(&p->lock);
+	run_job(p, &j);
+	pthread_mutex_lock(&p->lock);
+}
+
 static void *io_thread(void *arg)
 {
 	struct pool *p = arg;
@@ -158,12 +169,7 @@ static void *io_thread(void *arg)
 		}
 		if (!p->jobs_len || p->abandoned)
 			break;
-		struct job j = p->jobs[p->jobs_head];
-		p->jobs_head = (p->jobs_head + 1) % p->jobs_cap;
-		p->jobs_len--;
-		pthread_mutex_unlock(&p->lock);
-		run_job(p, &j);
-		pthread_mutex_lock(&p->lock);
+		run_next_job(p);
 	}
 	bool last = p->abandoned && --p->left == 0;
 	pthread_mutex_unlock(&p->lock);
@@ -246,12 +252,7 @@ static void threads_flush(struct al_engine *e)
 	if (p->n_threads == 0) {
 		/* no thread could be made: run the work here rather than lose it */
 		while (p->jobs_len) {
-			struct job j = p->jobs[p->jobs_head];
-			p->jobs_head = (p->jobs_head + 1) % p->jobs_cap;
-			p->jobs_len--;
-			pthread_mutex_unlock(&p->lock);
-			run_job(p, &j);
-			pthread_mutex_lock(&p->lock);
+			run_next_job(p);
 		}
 	}
 	pthread_cond_broadcast(&p->work);
