@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import pathlib
 import pickle
+import time
 from typing import Any, Dict, List
 
 import pytest
@@ -257,6 +258,7 @@ def test_become_loader_killed_and_replaced_a_dozen_times(files: Dict[bytes, byte
     depths = [4, 8192, 16, 4096, 64, 2048, 256, 1024, 8, 512, 32, 128]
     paths = sorted(files)
     loader = p = w = None
+    prev = -1
     for i, depth in enumerate(depths):
         form = i % 4
         if form == 0:
@@ -274,19 +276,26 @@ def test_become_loader_killed_and_replaced_a_dozen_times(files: Dict[bytes, byte
         w = loader.get_worker_context(id=i % 2)
         # with the names rebound, the previous loader, its region and its
         # killed process are gone (multiprocessing reaps a killed child at
-        # the next start(), so at most the one killed last may be a zombie)
+        # a later start(), so the last two killed may still be zombies: no growth)
         assert memfd_mappings() == maps0 + 1 and _memfds() == memfds0 + 1
         kids = children_of(me)
-        assert [c for c, state in kids if state != "Z"] == [p.pid]
-        assert len(kids) <= 2
+        # SIGKILL is asynchronous: the child killed last may still be exiting
+        assert {c for c, state in kids if state != "Z"} <= {p.pid, prev}, kids
+        assert len(kids) <= 3, kids
         assert prototype_load(w, files, paths) == len(paths)
         p.kill()
+        prev = p.pid
     assert p is not None
     p.join(5)
     assert p.exitcode == -9
     del loader, w, p
     gc.collect()
+    # multiprocessing reaps a killed child lazily (next start(), or
+    # active_children()); one killed earlier may take a moment to exit
+    deadline = time.monotonic() + 5
+    while (multiprocessing.active_children() or children_of(me)) and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert children_of(me) == []
     assert fd_count() == fds0
     assert memfd_mappings() == maps0 and _memfds() == memfds0
-    assert _shmem_kb() <= shm0 + 1024
+    assert _shmem_kb() <= shm0 + 1024, (_shmem_kb(), shm0)
