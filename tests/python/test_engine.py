@@ -27,7 +27,8 @@ def test_asked_for_engine_runs(files: Dict[str, bytes], engine: str) -> None:
         assert load_and_check(ld.get_worker_context(0), files) == []
 
 
-def test_auto_says_why(files: Dict[str, bytes]) -> None:
+def test_auto_says_why(files: Dict[str, bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ASYNCLOAD_ENGINE", raising=False)  # spawn_loader forks: read then
     with asyncload.Loader(queue_depth=8, max_file_size=1 << 20, n_workers=1) as ld:
         st = ld.stats()
         assert st["engine"] in ("io_uring", "threads")
@@ -56,8 +57,9 @@ def test_auto_takes_threads_where_io_uring_is_refused(tmp_path: "os.PathLike[str
     path = os.path.join(str(tmp_path), "f")
     with open(path, "wb") as f:
         f.write(b"x" * 12345)
+    env = {k: v for k, v in os.environ.items() if k != "ASYNCLOAD_ENGINE"}
     out = subprocess.run([sys.executable, "-c", _CHILD, os.path.dirname(__file__), path],
-                         capture_output=True, text=True, timeout=30)
+                         capture_output=True, text=True, timeout=30, env=env)
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout)
     assert res["size"] == 12345
