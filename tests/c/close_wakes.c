@@ -55,7 +55,8 @@ int main(void)
 {
 	t_init("close_wakes");
 	const char *dir = t_tmpdir();
-	const char *path = strdup(t_write_file(dir, "f", 1000, 4));
+	char path[4096];
+	snprintf(path, sizeof(path), "%s", t_write_file(dir, "f", 1000, 4));
 	for (uint32_t threads = 1; threads <= 2; threads++) {
 		int64_t ms[TRIALS];
 		for (int i = 0; i < TRIALS; i++)

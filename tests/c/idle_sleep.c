@@ -111,7 +111,8 @@ int main(void)
 {
 	t_init("idle_sleep");
 	const char *dir = t_tmpdir();
-	const char *path = strdup(t_write_file(dir, "f", 1000, 6));
+	char path[4096];
+	snprintf(path, sizeof(path), "%s", t_write_file(dir, "f", 1000, 6));
 	const char *env = getenv("ASYNCLOAD_NO_FUTEX_OP");
 	if (!env)
 		idle_loader(path, true);

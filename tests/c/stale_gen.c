@@ -25,8 +25,10 @@ int main(void)
 	t_init("stale_gen");
 	t_require_io_uring();
 	const char *dir = t_tmpdir();
-	const char *dead_path = strdup(t_write_file(dir, "dead", 5000, 1));
-	const char *own_path = strdup(t_write_file(dir, "own", 7000, 2));
+	char dead_path[4096];
+	snprintf(dead_path, sizeof(dead_path), "%s", t_write_file(dir, "dead", 5000, 1));
+	char own_path[4096];
+	snprintf(own_path, sizeof(own_path), "%s", t_write_file(dir, "own", 7000, 2));
 
 	struct asyncload_options o = t_opts(8, 1 << 20, 1);
 	asyncload_loader *l = NULL;

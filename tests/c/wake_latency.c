@@ -21,7 +21,8 @@ int main(void)
 {
 	t_init("wake_latency");
 	const char *dir = t_tmpdir();
-	const char *path = strdup(t_write_file(dir, "f", FSIZE, 3));
+	char path[4096];
+	snprintf(path, sizeof(path), "%s", t_write_file(dir, "f", FSIZE, 3));
 	struct asyncload_options o = t_opts(4, 1 << 20, 1);
 	asyncload_loader *l = t_start(&o, NULL);
 	asyncload_worker *w = NULL;
