@@ -144,7 +144,12 @@ def test_block_runs(block: Block, tmp_path: pathlib.Path) -> None:
         if block.directive == "with-loader":
             code = WITH_LOADER_PRE + code + WITH_LOADER_POST
         (cwd / "example.py").write_text(code)
-        _run([sys.executable, "example.py"], cwd, block.id)
+        res = subprocess.run([sys.executable, "example.py"], cwd=cwd, env=_env(),
+                             capture_output=True, text=True, timeout=45)
+        # worker processes' tracebacks do not change the parent's status
+        assert res.returncode == 0 and "Traceback" not in res.stderr, (
+            f"{block.id} failed with status {res.returncode}\nstdout:\n{res.stdout}\n"
+            f"stderr:\n{res.stderr}")
     elif block.lang == "c":
         build = _build_dir()
         (cwd / "example.c").write_text(block.code)
