@@ -355,3 +355,22 @@ def test_readme_benchmark_figures_come_from_benchmarks_md() -> None:
         if not _matches(v, places, unit, table):
             bad.append(m.group(0))
     assert not bad, f"README benchmark figures not in docs/benchmarks.md's tables: {bad}"
+
+
+def test_required_versions_are_one_truth() -> None:
+    # liburing and meson versions the docs name are the ones the build asks for
+    meson = (ROOT / "meson.build").read_text(encoding="utf-8")
+    uring = re.search(r"liburing_min = '([\d.]+)'", meson).group(1)
+    meson_min = re.search(r"meson_version: '>= ([\d.]+)'", meson).group(1)
+    build_py = (ROOT / "python" / "asyncload" / "_build.py").read_text(encoding="utf-8")
+    assert re.search(r'LIBURING_MIN = "([\d.]+)"', build_py).group(1) == uring
+    seen_uring = seen_meson = 0
+    for doc in DOCS:
+        text = (ROOT / doc).read_text(encoding="utf-8")
+        for v in re.findall(r"liburing ([\d.]+) or newer", text):
+            assert v == uring, f"{doc} names liburing {v}, the build needs {uring}"
+            seen_uring += 1
+        for v in re.findall(r"meson\]?(?:\([^)]*\))? ([\d.]+) or newer", text):
+            assert v == meson_min, f"{doc} names meson {v}, meson.build needs {meson_min}"
+            seen_meson += 1
+    assert seen_uring >= 2 and seen_meson >= 2, (seen_uring, seen_meson)
