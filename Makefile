@@ -6,7 +6,8 @@
 #   make test-py-threads  pytest again with io_uring disabled by the sysctl
 #                  (root; restored afterwards): the thread engine's pass
 #   make test      all of the above (this is what .ci/run and the README run)
-#   make demo      a short demonstration through the Python package
+#   make demo      a short demonstration through the Python package (installs only
+#                  what the demo needs; `make` itself must be installed)
 #   make bench     benchmarks (tools/bench.py)
 
 PYTHON ?= python3
@@ -78,9 +79,22 @@ test:
 	$(MAKE) test-py
 	$(MAKE) test-py-threads
 
+# The demo needs only what `python -m asyncload demo` imports (asyncload and
+# cffi) and what builds the extension: apt and pip run only for what is missing,
+# and the extension is built inside the checkout, not installed.
 demo:
-	$(MAKE) setup
-	$(PYTHON) -m asyncload demo
+	@if ! dpkg -s liburing-dev pkg-config gcc python3-dev >/dev/null 2>&1; then \
+		echo "installing liburing-dev pkg-config gcc python3-dev"; \
+		$(SUDO) apt-get update && \
+		$(SUDO) apt-get install -y liburing-dev pkg-config gcc python3-dev; \
+	fi
+	@if ! $(PYTHON) -c "import cffi, setuptools" >/dev/null 2>&1; then \
+		if ! $(PYTHON) -m pip --version >/dev/null 2>&1; then \
+			$(SUDO) apt-get update && $(SUDO) apt-get install -y python3-pip; fi; \
+		$(PYTHON) -m pip install cffi setuptools; \
+	fi
+	$(PYTHON) python/asyncload/_build.py
+	PYTHONPATH=$(CURDIR)/python $(PYTHON) -m asyncload demo
 
 bench:
 	$(PYTHON) tools/bench.py

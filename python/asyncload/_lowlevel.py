@@ -1,7 +1,7 @@
 """Thin layer over the compiled cffi module: errors and argument conversion.
 
 Every C call returns 0/a count or a negative errno; ``check_error`` turns the
-negative ones into the Python exceptions documented in SPEC.md, so the
+negative ones into the Python exceptions the README lists, so the
 classes never interpret errno values themselves.
 """
 
@@ -46,6 +46,11 @@ class LoaderClosedError(BrokenPipeError):
 
     def __init__(self, msg: str = "loader is shut down") -> None:
         super().__init__(_errno.ESHUTDOWN, msg)
+
+    def __reduce__(self) -> tuple:
+        # OSError pickles as cls(errno, strerror), which this __init__ does not
+        # take: rebuild from the message so the exception crosses processes.
+        return (type(self), (self.strerror,))
 
 
 def strerror(err: int) -> str:

@@ -59,7 +59,7 @@ def _read_table() -> Tuple[OptionInfo, ...]:
 
 OPTIONS: Tuple[OptionInfo, ...] = _read_table()
 _BY_NAME: Dict[str, OptionInfo] = {o.name: o for o in OPTIONS}
-# The SPEC's Loader(queue_depth, max_file_size, n_workers, ...): these three
+# Loader(queue_depth, max_file_size, n_workers, ...) as documented: these three
 # have no sensible default for a caller who sizes shared memory.
 REQUIRED: Tuple[str, ...] = ("queue_depth", "max_file_size", "n_workers")
 

@@ -1,8 +1,10 @@
 """Command line of asyncload (`asyncload ...` or `python -m asyncload ...`).
 
   load DIR   load every matching file under DIR through N worker processes,
-             show progress on stderr, print files/s and MB/s; --verify
-             compares each file with a plain read and fails on a mismatch.
+             show progress on stderr, print how many loaded and failed (by
+             errno name), files/s and MB/s of the loading alone, and the
+             workers' start-up apart; --verify compares each file with a
+             plain read and fails on a mismatch or a failed load.
   demo       build a small varied dataset in a temporary folder, run
              `load --verify` on it, clean up.
   bench DIR  every way to read DIR's files, measured on this machine (_bench.py)
@@ -12,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import multiprocessing as mp
 import os
 import queue
@@ -20,7 +23,7 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import _bench, _sysinfo
 from ._loader import Loader
@@ -57,33 +60,67 @@ def read_plain(path: str) -> bytes:
 
 
 def _worker_main(worker: Worker, paths: Sequence[str], verify: bool,
-                 reports: "mp.Queue[Tuple]") -> None:
-    """Body of one worker process: load its share, report, verify."""
-    files = nbytes = 0
+                 reports: "mp.Queue[Tuple]", go: Any) -> None:
+    """Body of one worker process: attach, wait for the start signal, load
+    its share, report.
+
+    Start-up (process start, import, attaching to the region) happens before
+    the "ready" report, so that the timed part is the loading alone.
+    """
+    loaded = nbytes = matched = 0
+    done_files = done_bytes = 0
+    failed: Dict[int, int] = {}
     errors: List[str] = []
     mismatches: List[str] = []
-    last = time.monotonic()
+    t_first = t_last = 0.0
+    try:
+        worker.claim()
+    except BaseException as exc:
+        errors.append(f"worker {worker.id} could not attach: {exc!r}")
+        reports.put(("ready", worker.id))
+        reports.put(("done", worker.id, 0, 0, 0, failed, errors, mismatches, 0.0, 0.0))
+        return
+    reports.put(("ready", worker.id))
+    parent = os.getppid()
+    while not go.wait(0.5):
+        if os.getppid() != parent:  # the command went away before starting us
+            return
+    last = t_first = time.monotonic()
     try:
         for entry in worker.load(paths):
             with entry:
                 if entry.error:
-                    errors.append(f"{entry.path}: {os.strerror(entry.error)}")
+                    failed[entry.error] = failed.get(entry.error, 0) + 1
+                    if len(errors) < _MAX_ERRORS_SHOWN:
+                        errors.append(f"{entry.path}: {_errno_name(entry.error)} "
+                                      f"({os.strerror(entry.error)})")
                 else:
                     data = entry.data
+                    loaded += 1
                     nbytes += len(data)
-                    if verify and read_plain(entry.path) != data:
-                        mismatches.append(entry.path)
+                    done_bytes += len(data)
+                    if verify:
+                        if read_plain(entry.path) == data:
+                            matched += 1
+                        else:
+                            mismatches.append(entry.path)
                     del data  # a live view would make release() refuse
-            files += 1
+            done_files += 1
             now = time.monotonic()
             if now - last >= _REPORT_EVERY_S:
-                reports.put(("progress", files, nbytes))
-                files = nbytes = 0
+                reports.put(("progress", done_files, done_bytes))
+                done_files = done_bytes = 0
                 last = now
     except BaseException as exc:  # report, don't just die silently
         errors.append(f"worker {worker.id} stopped: {exc!r}")
-    reports.put(("progress", files, nbytes))
-    reports.put(("done", worker.id, errors, mismatches))
+    t_last = time.monotonic()
+    reports.put(("progress", done_files, done_bytes))
+    reports.put(("done", worker.id, loaded, nbytes, matched, failed, errors, mismatches,
+                 t_first, t_last))
+
+
+def _errno_name(err: int) -> str:
+    return errno.errorcode.get(err, f"errno {err}")
 
 
 def _fmt_bytes(n: float) -> str:
@@ -126,7 +163,13 @@ class _Progress:
 def run_load(directory: str, ext: Optional[str], workers: int, queue_depth: int,
              direct: bool, verify: bool, start_method: str,
              max_file_size: Optional[int] = None) -> int:
-    """The `load` command; returns the process exit status."""
+    """The `load` command; returns the process exit status.
+
+    Prints what was loaded, what failed (by errno name) and, with --verify,
+    what matched a plain read; the files/s figure times the loading only
+    (first request to last completion), and the worker processes' start-up
+    is reported on its own line.
+    """
     if not os.path.isdir(directory):
         print(f"asyncload: {directory}: not a directory", file=sys.stderr)
         return 2
@@ -143,62 +186,114 @@ def run_load(directory: str, ext: Optional[str], workers: int, queue_depth: int,
     workers = max(1, min(workers, len(paths)))
     ctx: Any = mp.get_context(start_method)  # typeshed lacks Process on BaseContext
     reports: "mp.Queue[Tuple]" = ctx.Queue()
+    go = ctx.Event()
+    problems: List[str] = []      # not per-file: a worker that died or failed to attach
     errors: List[str] = []
     mismatches: List[str] = []
-    files = nbytes = 0
+    failed: Dict[int, int] = {}
+    loaded = nbytes = matched = 0
+    t_first: List[float] = []
+    t_last: List[float] = []
     with Loader(queue_depth=queue_depth, max_file_size=max_file_size,
                 n_workers=workers, direct=direct) as loader:
-        start = time.monotonic()
         procs = [
             ctx.Process(target=_worker_main, name=f"asyncload-worker-{i}",
                         args=(loader.get_worker_context(i), paths[i::workers], verify,
-                              reports))
+                              reports, go))
             for i in range(workers)
         ]
+        t_start = time.monotonic()
         for p in procs:
             p.start()
-        bar = _Progress(len(paths), total_bytes)
-        done = 0
-        while done < workers:
+        pending: List[Tuple] = []  # reports that overtook the last "ready"
+        ready = 0
+        while ready < workers:
             try:
                 msg = reports.get(timeout=0.2)
             except queue.Empty:
                 if all(not p.is_alive() for p in procs) and reports.empty():
-                    errors.append("a worker process died without reporting")
                     break
-                bar.draw(files, nbytes)
                 continue
+            if msg[0] == "ready":
+                ready += 1
+            else:
+                pending.append(msg)
+        startup = time.monotonic() - t_start
+        go.set()
+        bar = _Progress(len(paths), total_bytes)
+        files = done_bytes = 0
+        done = 0
+        while done < workers:
+            if pending:
+                msg = pending.pop(0)
+            else:
+                try:
+                    msg = reports.get(timeout=0.2)
+                except queue.Empty:
+                    if all(not p.is_alive() for p in procs) and reports.empty():
+                        problems.append("a worker process died without reporting")
+                        break
+                    bar.draw(files, done_bytes)
+                    continue
             if msg[0] == "progress":
                 files += msg[1]
-                nbytes += msg[2]
-                bar.draw(files, nbytes)
-            else:
+                done_bytes += msg[2]
+                bar.draw(files, done_bytes)
+            elif msg[0] == "done":
                 done += 1
-                errors.extend(msg[2])
-                mismatches.extend(msg[3])
+                _, _, w_loaded, w_bytes, w_matched, w_failed, w_errors, w_mism, t0, t1 = msg
+                loaded += w_loaded
+                nbytes += w_bytes
+                matched += w_matched
+                for err, n in w_failed.items():
+                    failed[err] = failed.get(err, 0) + n
+                errors.extend(w_errors)
+                mismatches.extend(w_mism)
+                if t1 > 0:
+                    t_first.append(t0)
+                    t_last.append(t1)
+        bar.draw(files, done_bytes, final=True)
         for p in procs:
             p.join(10)
             if p.exitcode != 0:
-                errors.append(f"{p.name} exited with status {p.exitcode}")
-        elapsed = max(time.monotonic() - start, 1e-9)
-        bar.draw(files, nbytes, final=True)
+                problems.append(f"{p.name} exited with status {p.exitcode}")
 
-    print(f"loaded {files} files, {_fmt_bytes(nbytes)} in {elapsed:.2f} s: "
-          f"{files / elapsed:.0f} files/s, {nbytes / elapsed / 1e6:.1f} MB/s "
-          f"({workers} workers, queue depth {queue_depth}"
-          f"{', O_DIRECT' if direct else ''})")
+    n_failed = sum(failed.values())
+    elapsed = max(max(t_last) - min(t_first), 1e-9) if t_first else 0.0
+    settings = (f"{workers} workers, queue depth {queue_depth}"
+                f"{', O_DIRECT' if direct else ''}")
+    print(f"start-up: {workers} worker process{'es' if workers > 1 else ''} "
+          f"({start_method}) started and attached in {startup:.2f} s, not timed below")
+    rate = (f"{loaded / elapsed:.0f} files/s, {nbytes / elapsed / 1e6:.1f} MB/s"
+            if elapsed > 0 else "no rate")
+    print(f"loaded: {loaded} of {len(paths)} files, {_fmt_bytes(nbytes)} in "
+          f"{elapsed:.3f} s: {rate} ({settings})")
+    print("timed: first request to last completion over all workers"
+          + (", including --verify's plain reads" if verify else ""))
+    if n_failed:
+        by_errno = ", ".join(f"{_errno_name(e)} {n}" for e, n in
+                             sorted(failed.items(), key=lambda kv: -kv[1]))
+        print(f"failed: {n_failed} of {len(paths)} files ({by_errno})")
+    else:
+        print(f"failed: 0 of {len(paths)} files")
     for line in errors[:_MAX_ERRORS_SHOWN]:
         print(f"error: {line}", file=sys.stderr)
-    if len(errors) > _MAX_ERRORS_SHOWN:
-        print(f"... and {len(errors) - _MAX_ERRORS_SHOWN} more errors", file=sys.stderr)
+    if n_failed > len(errors[:_MAX_ERRORS_SHOWN]):
+        print(f"... and {n_failed - len(errors[:_MAX_ERRORS_SHOWN])} more failed loads",
+              file=sys.stderr)
+    for line in problems:
+        print(f"error: {line}", file=sys.stderr)
+    unaccounted = len(paths) - loaded - n_failed
+    ok = not problems and n_failed == 0 and unaccounted == 0
     if verify:
         for p in mismatches[:_MAX_ERRORS_SHOWN]:
             print(f"MISMATCH: {p}", file=sys.stderr)
-        status = "OK" if not mismatches and files == len(paths) else "FAILED"
-        print(f"verify: {files - len(mismatches)}/{len(paths)} files identical: {status}")
-    if errors or mismatches or files != len(paths):
-        return 1
-    return 0
+        ok = ok and matched == len(paths)
+        print(f"verify: {matched} of {len(paths)} files identical to a plain read "
+              f"({len(mismatches)} differ, {n_failed} failed to load"
+              f"{f', {unaccounted} never completed' if unaccounted else ''}): "
+              f"{'OK' if ok else 'FAILED'}")
+    return 0 if ok else 1
 
 
 def make_demo_dataset(root: str, n_files: int = 2000, seed: int = 0) -> int:

@@ -164,3 +164,17 @@ def test_path_too_long(worker: asyncload.Worker) -> None:
     with pytest.raises(OSError) as ei:
         worker.request("/" + "x" * (asyncload.PATH_MAX + 10))
     assert ei.value.errno == errno.ENAMETOOLONG
+
+
+def test_errors_pickle_with_errno_and_filename() -> None:
+    # Exceptions cross process boundaries by pickle (multiprocessing pools,
+    # concurrent.futures): errno, strerror and filename must survive.
+    import pickle
+    e = asyncload.LoadError(errno.ENOENT, "No such file or directory", "data/a.jpg")
+    f = pickle.loads(pickle.dumps(e))
+    assert type(f) is asyncload.LoadError
+    assert (f.errno, f.strerror, f.filename) == (errno.ENOENT, "No such file or directory",
+                                                 "data/a.jpg")
+    c = pickle.loads(pickle.dumps(asyncload.LoaderClosedError("loader died")))
+    assert type(c) is asyncload.LoaderClosedError
+    assert (c.errno, c.strerror) == (errno.ESHUTDOWN, "loader died")
