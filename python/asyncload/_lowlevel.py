@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import errno as _errno
 import os
-from typing import Optional, Union
+import re
+from typing import Any, Optional, Union
 
 from ._asyncload import ffi, lib
 
@@ -34,7 +35,28 @@ class LoadError(OSError):
     ``errno`` says why (ENOENT, EISDIR, EINVAL for a FIFO/socket/device,
     EFBIG, EACCES, EXDEV outside ``root``, ESHUTDOWN ...) and ``filename`` is
     the path as requested.
+
+    Across a DataLoader worker, PyTorch re-raises an exception as
+    ``type(msg)`` with the formatted traceback as the one argument; the
+    errno and the path are read back from its last ``[Errno N] ...: 'path'``
+    so that the main process still sees ``errno`` and ``filename``.
     """
+
+    def __init__(self, *args: Any) -> None:
+        if len(args) == 1 and isinstance(args[0], str):
+            found = _ERRNO_LINE.findall(args[0])
+            if found:
+                num, text, path = found[-1]
+                super().__init__(int(num), text, path)
+                self._message = args[0]
+                return
+        super().__init__(*args)
+
+    def __str__(self) -> str:
+        return getattr(self, "_message", None) or super().__str__()
+
+
+_ERRNO_LINE = re.compile(r"\[Errno (\d+)\] ([^\n]*?): '([^\n]*)'")
 
 
 class LoaderClosedError(BrokenPipeError):

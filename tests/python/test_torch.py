@@ -237,6 +237,9 @@ def test_missing_file_through_worker_names_the_path(tree: Dict[str, bytes],
         assert len(errors) == 1 and isinstance(errors[0], OSError)
         assert missing in str(errors[0]) and "LoadError" in str(errors[0])
         assert "No such file or directory" in str(errors[0])
+        # PyTorch rebuilds it from its message: errno and filename survive
+        assert isinstance(errors[0], asyncload.LoadError)
+        assert errors[0].errno == errno.ENOENT and errors[0].filename == missing
         # the other batches came through
         assert len(items) == 9 - 3 and set(items) <= {tree[p] for p in paths[:8]}
         del dl
