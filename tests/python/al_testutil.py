@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import asyncload
 
@@ -121,3 +121,17 @@ def deny_io_uring(err: int = 1) -> None:
             libc.prctl(pr_set_seccomp, seccomp_mode_filter, ctypes.byref(fprog), 0, 0) != 0:
         e = ctypes.get_errno()
         raise OSError(e, "seccomp filter: " + os.strerror(e))
+
+
+def engines_here() -> List[Any]:
+    """The engines to parametrize a test over: io_uring and threads, io_uring marked
+    skipped only where this process cannot set up a ring (the CI pass with
+    kernel.io_uring_disabled=2 runs the rest on the thread engine; the first pass
+    runs both)."""
+    import pytest
+    from asyncload import _sysinfo
+
+    probe = _sysinfo.probe_io_uring()
+    uring = pytest.param("io_uring", marks=pytest.mark.skipif(
+        not probe["available"], reason=f"io_uring unavailable here: {probe['reason']}"))
+    return [uring, "threads"]

@@ -14,10 +14,10 @@ from typing import Dict
 import pytest
 
 import asyncload
-from al_testutil import load_and_check
+from al_testutil import engines_here, load_and_check
 
 
-@pytest.mark.parametrize("engine", ["io_uring", "threads"])
+@pytest.mark.parametrize("engine", engines_here())
 def test_asked_for_engine_runs(files: Dict[str, bytes], engine: str) -> None:
     ld = asyncload.Loader(queue_depth=8, max_file_size=1 << 20, n_workers=1, engine=engine)
     assert ld.engine == engine and ld.stats() == {"engine": engine, "engine_reason": ""}

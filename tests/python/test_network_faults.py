@@ -17,10 +17,10 @@ from typing import Callable, Dict, List
 import pytest
 
 import asyncload
-from al_testutil import children_of
+from al_testutil import children_of, engines_here
 from slowfs import SlowFS
 
-ENGINES = ["io_uring", "threads"]
+ENGINES = engines_here()
 FUSE_WAITS = ("request_wait_answer", "fuse_")
 
 

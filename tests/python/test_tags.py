@@ -18,6 +18,7 @@ from typing import Dict, List, Tuple
 import pytest
 
 import asyncload
+from al_testutil import engines_here
 
 U64_MAX = 2**64 - 1
 DEPTH = 16
@@ -33,7 +34,7 @@ def shard(tmp_path: pathlib.Path) -> Tuple[str, bytes]:
     return path, data
 
 
-@pytest.fixture(params=["io_uring", "threads"])
+@pytest.fixture(params=engines_here())
 def w(request: pytest.FixtureRequest) -> asyncload.Worker:
     """A worker of a running loader, on each engine (tags ride through both)."""
     with asyncload.Loader(queue_depth=DEPTH, max_file_size=1 << 20, n_workers=1,
