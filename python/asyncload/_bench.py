@@ -440,7 +440,8 @@ def run_bench(args: argparse.Namespace) -> int:
     threads = sorted({int(t) for t in args.threads.split(",") if t})
     mount = _sysinfo.mount_of(root)
     uring = _sysinfo.probe_io_uring()
-    have = _sysinfo.engines()
+    # every engine this build has that can run here
+    have = [e for e in _sysinfo.engines() if e != "io_uring" or uring["available"]]
     if args.engine == "all":
         engines = have
     else:
