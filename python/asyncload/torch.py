@@ -58,6 +58,7 @@ if TYPE_CHECKING:  # Pillow is optional: only decode_image() needs it
 
 __all__ = [
     "FileDataset",
+    "FileStream",
     "ImageFolder",
     "decode_image",
     "find_classes",
@@ -114,6 +115,55 @@ def _stop_loader(loader: Loader, owner_pid: int) -> None:
     except OSError:
         pass
     loader.close()
+
+
+def _claim_slot(loader: Loader, sid: int, who: str) -> Worker:
+    """Claim worker slot ``sid`` for this process, waiting up to
+    _TAKEOVER_WAIT_S while a previous holder (last epoch's worker) exits."""
+    worker = loader.get_worker_context(sid)
+    deadline = time.monotonic() + _TAKEOVER_WAIT_S
+    while True:
+        try:
+            worker.claim()
+            return worker
+        except OSError as e:
+            if e.errno != errno.EBUSY or time.monotonic() >= deadline:
+                if e.errno == errno.EBUSY:
+                    raise RuntimeError(
+                        f"asyncload.torch: worker slot {sid} ({who}) is held by another "
+                        "live process; two DataLoaders iterating the same dataset at "
+                        "once, or n_workers < num_workers + 1 after the main process "
+                        "read items itself?") from e
+                raise
+        # the previous epoch's worker with this id is still exiting
+        time.sleep(0.02)
+
+
+def _entry_item(entry: Entry, make: Callable[[memoryview], Any]) -> Any:
+    """``make(data)`` of a completed entry, then the entry released; raises
+    LoadError for a failed load and BufferError if the item still views the
+    shared memory."""
+    try:
+        entry.raise_for_error()
+        data = entry.data
+        try:
+            item = make(data)
+        finally:
+            del data
+        try:
+            entry.release()
+        except BufferError as e:
+            raise BufferError(
+                f"asyncload.torch: the item made from {entry.path!r} still refers to the "
+                "file's shared-memory buffer, which is only valid during the transform; "
+                "copy it (e.g. bytes(data), torch.frombuffer(...).clone())") from e
+        return item
+    finally:
+        if not entry.released:
+            try:
+                entry.release()
+            except BufferError:
+                pass  # the entry's own finalizer gives the slot back later
 
 
 class _Slot:
@@ -282,24 +332,8 @@ class FileDataset(_tud.Dataset):
                     f"dataset with n_workers >= {info.num_workers + 1} (one slot per "
                     f"worker plus one for the main process); this one has {loader.n_workers}")
             sid = info.id
-        worker = loader.get_worker_context(sid)
-        deadline = time.monotonic() + _TAKEOVER_WAIT_S
-        while True:
-            try:
-                worker.claim()
-                break
-            except OSError as e:
-                if e.errno != errno.EBUSY or time.monotonic() >= deadline:
-                    if e.errno == errno.EBUSY:
-                        who = "the main process" if sid == last else f"DataLoader worker {sid}"
-                        raise RuntimeError(
-                            f"asyncload.torch: worker slot {sid} ({who}) is held by another "
-                            "live process; two DataLoaders iterating the same dataset at "
-                            "once, or n_workers < num_workers + 1 after the main process "
-                            "read items itself?") from e
-                    raise
-            # the previous epoch's worker with this id is still exiting
-            time.sleep(0.02)
+        who = "the main process" if sid == last else f"DataLoader worker {sid}"
+        worker = _claim_slot(loader, sid, who)
         slot = _Slot(worker)
         self._slot = slot
         return slot
@@ -329,27 +363,7 @@ class FileDataset(_tud.Dataset):
 
     def _convert(self, entry: Entry, index: int) -> Any:
         """Run _make_item on a completed entry and hand the entry back."""
-        try:
-            entry.raise_for_error()
-            data = entry.data
-            try:
-                item = self._make_item(data, index)
-            finally:
-                del data
-            try:
-                entry.release()
-            except BufferError as e:
-                raise BufferError(
-                    f"asyncload.torch: the item made from {entry.path!r} still refers to the "
-                    "file's shared-memory buffer, which is only valid during the transform; "
-                    "copy it (e.g. bytes(data), torch.frombuffer(...).clone())") from e
-            return item
-        finally:
-            if not entry.released:
-                try:
-                    entry.release()
-                except BufferError:
-                    pass  # the entry's own finalizer gives the slot back later
+        return _entry_item(entry, lambda data: self._make_item(data, index))
 
     def __getitem__(self, index: int) -> Any:
         return self.__getitems__([index])[0]
@@ -470,3 +484,6 @@ class ImageFolder(FileDataset):
             target = self.target_transform(target)
         return sample, target
 
+
+# At the end: _stream builds on the helpers above.
+from ._stream import FileStream  # noqa: E402

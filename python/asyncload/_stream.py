@@ -1,0 +1,700 @@
+"""FileStream: an IterableDataset that keeps the asyncload queue full for a whole epoch.
+
+Why it exists: a map-style ``FileDataset`` sees one batch of indices at a
+time, so each DataLoader worker's queue drains at every batch boundary and the
+storage idles while the batch is collated. A stream knows its whole epoch's
+order up front, so each worker keeps requesting ahead while it yields, from
+the first sample to the last, and starts the next epoch's first reads before
+the current epoch ends.
+
+Layout of the work (see ``FileStream``'s docstring for the user's view):
+
+* Order: ``torch.randperm(N)`` seeded with ``seed + epoch`` (as
+  ``DistributedSampler``), padded or cut to a multiple of the world size; rank
+  ``r`` takes every ``world``-th index from ``r``, DataLoader worker ``w`` of
+  ``W`` every ``W``-th of those from ``w``.
+* One loader per node: local rank 0 creates it and writes its handle to a file
+  in a per-job directory; the other local ranks read that file and attach.
+  Slots: local rank ``l`` owns ``per_rank`` consecutive slots, DataLoader
+  worker ``k`` the ``k``-th, the main process the last.
+* Tags: ``nonce << 48 | epoch << 32 | position`` so completions left in a slot
+  by an earlier holder (a previous epoch's worker process) never match.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import multiprocessing as _mp
+import multiprocessing.context as _mpctx
+import os
+import random
+import socket
+import tempfile
+import threading
+import time
+import weakref
+from collections import deque
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+import torch.utils.data as _tud
+
+from ._entry import Entry
+from ._loader import Loader
+from ._lowlevel import PathArg, check_error, ffi, lib
+from ._state import encode_request
+from ._worker import Worker
+from .torch import (DEFAULT_MAX_FILE_SIZE, DEFAULT_QUEUE_DEPTH, _claim_slot, _entry_item,
+                    _stop_loader, default_n_workers)
+
+__all__ = ["FileStream", "shard_indices", "dist_info"]
+
+# How long a local rank > 0 waits for local rank 0 to publish its loader.
+_ATTACH_TIMEOUT_S = 120.0
+
+_POS_BITS = 32
+_EPOCH_MASK = 0xFFFF
+_NONCE_MASK = 0xFFFF
+
+# FileStreams made with a shared node loader, in this process: the n-th one
+# of every local rank shares one handle file (ranks build them in one order).
+_node_seq = 0
+_node_seq_lock = threading.Lock()
+
+
+def dist_info() -> Tuple[int, int, int, int]:
+    """(rank, world_size, local_rank, local_world_size) of this process.
+
+    From ``torch.distributed`` when it is initialised, else from the
+    ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``LOCAL_WORLD_SIZE`` variables
+    torchrun sets, else one process. Without the LOCAL_ variables each rank
+    counts as its own node (its own loader).
+    """
+    env = os.environ
+    rank, world = 0, 1
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    elif "RANK" in env and "WORLD_SIZE" in env:
+        rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
+    if "LOCAL_RANK" in env and "LOCAL_WORLD_SIZE" in env and world > 1:
+        return rank, world, int(env["LOCAL_RANK"]), int(env["LOCAL_WORLD_SIZE"])
+    return rank, world, 0, 1
+
+
+def shard_indices(n: int, epoch: int, *, seed: int = 0, shuffle: bool = True,
+                  drop_last: bool = False, rank: int = 0, world_size: int = 1,
+                  worker: int = 0, num_workers: int = 1) -> List[int]:
+    """The sample indices of one rank's DataLoader worker in one epoch.
+
+    The rank's share is exactly ``DistributedSampler(shuffle, seed,
+    drop_last)``'s; the worker takes every ``num_workers``-th of it.
+    """
+    if shuffle:
+        g = torch.Generator()
+        g.manual_seed(seed + epoch)
+        order: List[int] = torch.randperm(n, generator=g).tolist()
+    else:
+        order = list(range(n))
+    if drop_last and n % world_size:
+        total = (n // world_size) * world_size
+        order = order[:total]
+    else:
+        total = -(-n // world_size) * world_size
+        pad = total - n
+        if pad and order:
+            order += (order * -(-pad // len(order)))[:pad]
+    return order[rank:total:world_size][worker::num_workers]
+
+
+def _rank_len(n: int, world: int, drop_last: bool) -> int:
+    return n // world if drop_last and n % world else -(-n // world)
+
+
+def _job_dir() -> str:
+    """The directory of this job's handle files on this node (mode 0700).
+
+    Keyed by TORCHELASTIC_RUN_ID (torchrun), else MASTER_ADDR:MASTER_PORT,
+    plus the host name, so two jobs, or two nodes sharing /tmp, never meet.
+    ASYNCLOAD_RUN_DIR replaces the base directory.
+    """
+    env = os.environ
+    run = env.get("TORCHELASTIC_RUN_ID", "")
+    key = run if run and run != "none" else (
+        f"{env.get('MASTER_ADDR', '')}:{env.get('MASTER_PORT', '')}")
+    digest = hashlib.sha1(f"{key}|{socket.gethostname()}".encode()).hexdigest()[:16]
+    base = env.get("ASYNCLOAD_RUN_DIR") or os.path.join(
+        tempfile.gettempdir(), f"asyncload-{os.getuid()}")
+    os.makedirs(base, mode=0o700, exist_ok=True)
+    path = os.path.join(base, f"job-{digest}")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+def _publish(path: str, handle: str) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(handle)
+    os.replace(tmp, path)  # atomic: a reader sees the old file or the whole new one
+
+
+def _attach_published(path: str, timeout: float) -> Loader:
+    """Attach to the loader whose handle local rank 0 writes to ``path``.
+
+    A file left by an earlier job names a loader that is gone (attach raises
+    FileNotFoundError): keep waiting for this job's.
+    """
+    deadline = time.monotonic() + timeout
+    last: Optional[BaseException] = None
+    while True:
+        try:
+            with open(path) as f:
+                handle = f.read().strip()
+            if handle:
+                return Loader.attach(handle)
+        except (FileNotFoundError, ValueError) as e:
+            last = e
+        if time.monotonic() >= deadline:
+            raise TimeoutError(
+                errno.ETIMEDOUT,
+                f"asyncload.torch.FileStream: local rank 0 did not publish its loader "
+                f"within {timeout:.0f} s (last: {last!r}); is it building the same "
+                "FileStreams in the same order?", path)
+        time.sleep(0.05)
+
+
+def _remove_file(path: str, owner_pid: int) -> None:
+    if os.getpid() == owner_pid:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+class _Progress:
+    """Which positions of one worker's share were handed out this epoch:
+    everything below ``low``, plus ``extra`` (completion order is close to
+    request order, so this stays small)."""
+
+    __slots__ = ("epoch", "worker", "num_workers", "size", "low", "extra")
+
+    def __init__(self, epoch: int, worker: int, num_workers: int, size: int) -> None:
+        self.epoch = epoch
+        self.worker = worker
+        self.num_workers = num_workers
+        self.size = size
+        self.low = 0
+        self.extra: set = set()
+
+    def mark(self, pos: int) -> None:
+        self.extra.add(pos)
+        while self.low in self.extra:
+            self.extra.remove(self.low)
+            self.low += 1
+
+    def done(self, pos: int) -> bool:
+        return pos < self.low or pos in self.extra
+
+
+class _Carry:
+    """Next-epoch reads a finished iteration left in flight in this process."""
+
+    __slots__ = ("epoch", "worker", "num_workers", "waiting", "ready", "count")
+
+    def __init__(self, epoch: int, worker: int, num_workers: int) -> None:
+        self.epoch = epoch
+        self.worker = worker
+        self.num_workers = num_workers
+        self.waiting: Dict[int, int] = {}   # tag -> position
+        self.ready: Dict[int, Any] = {}     # position -> item (or _SKIPPED)
+        self.count = 0                      # positions 0..count-1 were requested
+
+
+_SKIPPED = object()
+
+
+class FileStream(_tud.IterableDataset):
+    """An IterableDataset over files that never lets the read queue drain.
+
+    ``FileStream(paths, transform=None, *, targets=None, shuffle=True, seed=0,
+    drop_last=False, ordered=False, on_error="raise", num_workers=None,
+    start=True, **loader_options)``
+
+    Each sample is ``transform(data)`` (``data``: a read-only view of the
+    file's bytes, valid during the call) or the file's ``bytes``; with
+    ``targets`` (one per path) it is ``(sample, targets[i])``.
+
+    * **Order and sharding**: epoch ``e``'s order is the permutation of
+      ``seed + e`` (``shuffle=False``: index order), the same on every rank;
+      each rank takes its share exactly as ``DistributedSampler`` does
+      (padded by repeating, or cut with ``drop_last``), each DataLoader
+      worker every ``num_workers``-th sample of that. Every sample once per
+      epoch across ranks and workers. Rank and world size: see
+      :func:`dist_info`; read when the stream is made.
+    * **Never drains**: each worker requests ahead while it yields, across
+      batch boundaries; once its share is all requested it requests the first
+      samples of the next epoch (epoch + 1, or the same epoch if this process
+      saw it repeat), which the next iteration in this process (persistent
+      workers, ``num_workers=0``) takes over. Samples come in completion
+      order; ``ordered=True`` yields each worker's share in order.
+    * **Epochs**: ``set_epoch(n)`` before iterating (as with
+      ``DistributedSampler``); it reaches persistent workers too.
+    * **One loader per node**: local rank 0 starts the loader process and
+      publishes its handle in a file under ``$ASYNCLOAD_RUN_DIR`` (default
+      ``$TMPDIR/asyncload-$UID``), in a directory keyed by
+      ``TORCHELASTIC_RUN_ID`` or ``MASTER_ADDR:MASTER_PORT`` and the host;
+      the other local ranks attach to it. Build the FileStreams in the same
+      order on every rank. The loader stops when local rank 0's stream is
+      closed or its process exits: keep rank 0 alive (a barrier) until the
+      other ranks are done.
+    * **Slots**: ``num_workers`` (the DataLoader's, if known) gives each
+      local rank ``num_workers + 1`` slots; by default each gets
+      :func:`default_n_workers`. ``n_workers`` in ``loader_options`` is the
+      node's total and overrides this.
+    * ``len()``: this rank's samples per epoch. ``state_dict()`` /
+      ``load_state_dict()``: which samples of the current epoch this worker
+      has handed out, so ``torchdata``'s ``StatefulDataLoader`` resumes
+      mid-epoch without repeats or gaps.
+    * **Errors**: a file that cannot be read raises
+      :class:`asyncload.LoadError` (errno, filename) in the worker;
+      ``on_error="skip"`` drops the sample and counts it in :attr:`skipped`.
+    """
+
+    def __init__(self, paths: Sequence[PathArg], transform: Optional[Callable[[memoryview], Any]] = None,
+                 *, targets: Optional[Sequence[Any]] = None, shuffle: bool = True, seed: int = 0,
+                 drop_last: bool = False, ordered: bool = False, on_error: str = "raise",
+                 num_workers: Optional[int] = None, start: bool = True,
+                 **loader_options: Any) -> None:
+        self._paths: List[str] = [os.fsdecode(os.fspath(p)) for p in paths]
+        if targets is not None:
+            targets = list(targets)
+            if len(targets) != len(self._paths):
+                raise ValueError(f"targets has {len(targets)} entries for {len(self._paths)} paths")
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+        if num_workers is not None and num_workers < 0:
+            raise ValueError("num_workers must be >= 0")
+        self.targets: Optional[List[Any]] = targets
+        self.transform = transform
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        self.drop_last = bool(drop_last)
+        self.ordered = bool(ordered)
+        self.on_error = on_error
+        self.rank, self.world_size, self.local_rank, self.local_world_size = dist_info()
+        self.per_rank_slots = default_n_workers() if num_workers is None else num_workers + 1
+        opts: Dict[str, Any] = {
+            "queue_depth": DEFAULT_QUEUE_DEPTH,
+            "max_file_size": DEFAULT_MAX_FILE_SIZE,
+            "n_workers": self.local_world_size * self.per_rank_slots,
+        }
+        opts.update(loader_options)
+        if opts["n_workers"] < self.local_world_size:
+            raise ValueError("n_workers must give each local rank at least one slot")
+        self.per_rank_slots = opts["n_workers"] // self.local_world_size
+        self._options = opts
+        # [epoch, skipped by slot 0, by slot 1, ...], shared with DataLoader
+        # workers (inherited or sent at their start) so set_epoch() reaches
+        # persistent workers; one counter per slot, so no two processes
+        # write the same word.
+        self._shared: Any = _mp.Array("q", 1 + self.per_rank_slots, lock=False)
+        self._loader: Optional[Loader] = None
+        self._owner_pid = os.getpid()
+        self._owner = True
+        self._closed = False
+        self._handle_file: Optional[str] = None
+        if self.local_world_size > 1:
+            global _node_seq
+            with _node_seq_lock:
+                seq = _node_seq
+                _node_seq += 1
+            self._handle_file = os.path.join(_job_dir(), f"stream-{seq}.handle")
+        self._finalizer: Optional[weakref.finalize] = None
+        self._start_lock = threading.Lock()
+        self._init_process_state()
+        if start:
+            self.start()
+
+    def _init_process_state(self) -> None:
+        """What belongs to one process, never copied to another."""
+        self._worker: Optional[Worker] = None
+        self._worker_pid = -1
+        self._slot_index = 0
+        self._nonce = random.getrandbits(16)
+        self._progress: Optional[_Progress] = None
+        self._resume: Optional[Dict[str, Any]] = None
+        self._carry: Optional[_Carry] = None
+        self._last_epoch: Optional[int] = None
+        self._iter_lock = threading.Lock()
+
+    # -- lifecycle --------------------------------------------------------
+
+    def start(self) -> Loader:
+        """Start (local rank 0) or attach to (other local ranks) the node's
+        loader if not done yet; returns it."""
+        loader = self._loader
+        if loader is not None and not loader.closed:
+            return loader
+        if self._closed:
+            raise ValueError("this stream was closed")
+        if not self._owner or os.getpid() != self._owner_pid:
+            raise RuntimeError(
+                "asyncload.torch.FileStream: the loader was not started before this process "
+                "was forked; call stream.start() (or create it with start=True) before "
+                "creating DataLoader workers")
+        with self._start_lock:
+            if self._loader is None:
+                if self.local_rank > 0:
+                    assert self._handle_file is not None
+                    loader = _attach_published(self._handle_file, _ATTACH_TIMEOUT_S)
+                    if loader.n_workers < self.local_world_size * self.per_rank_slots:
+                        loader.close()
+                        raise ValueError(
+                            f"the node's loader has {loader.n_workers} slots; this rank "
+                            f"needs {self.local_world_size * self.per_rank_slots}: build "
+                            "the FileStream with the same options on every rank")
+                    self._finalizer = weakref.finalize(self, loader.close)
+                else:
+                    loader = Loader(**self._options)
+                    try:
+                        loader.spawn_loader()
+                        if self._handle_file is not None:
+                            _publish(self._handle_file, loader.handle)
+                    except BaseException:
+                        loader.close()
+                        raise
+                    self._finalizer = weakref.finalize(
+                        self, _stop_stream, loader, os.getpid(), self._handle_file)
+                self._loader = loader
+            assert self._loader is not None
+            return self._loader
+
+    def close(self) -> None:
+        """Stop the loader (local rank 0's creating process) or detach (others)."""
+        self._closed = True
+        self._worker = None
+        self._carry = None
+        fin, self._finalizer = self._finalizer, None
+        self._loader = None
+        if fin is not None:
+            fin()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> "FileStream":
+        if self._owner and os.getpid() == self._owner_pid:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @property
+    def loader(self) -> Loader:
+        if self._closed:
+            raise ValueError("this stream was closed")
+        loader = self._loader
+        if loader is None or loader.closed:
+            return self.start()
+        return loader
+
+    def __getstate__(self) -> Dict[str, Any]:
+        self.loader  # noqa: B018  the handle must exist before it travels
+        state = self.__dict__.copy()
+        for k in ("_worker", "_worker_pid", "_nonce", "_progress", "_carry", "_last_epoch",
+                  "_iter_lock", "_start_lock", "_finalizer"):
+            state.pop(k, None)
+        state["_owner"] = False
+        if _mpctx.get_spawning_popen() is None:
+            # not a process start (pickle.dumps, deepcopy): a snapshot
+            state["_shared"] = list(self._shared)
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        resume = state.pop("_resume", None)
+        self.__dict__.update(state)
+        if isinstance(self._shared, list):
+            self._shared = _mp.Array("q", self._shared, lock=False)
+        self._start_lock = threading.Lock()
+        self._finalizer = None
+        self._init_process_state()
+        self._resume = resume
+
+    # -- epochs, sizes, state ----------------------------------------------
+
+    @property
+    def paths(self) -> List[str]:
+        return self._paths
+
+    @property
+    def epoch(self) -> int:
+        return int(self._shared[0])
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch the next iteration runs (its order is ``seed + epoch``'s)."""
+        self._shared[0] = int(epoch)
+
+    @property
+    def skipped(self) -> int:
+        """Samples dropped by ``on_error="skip"`` so far, over all workers."""
+        return int(sum(self._shared[1:]))
+
+    def __len__(self) -> int:
+        return _rank_len(len(self._paths), self.world_size, self.drop_last)
+
+    def indices(self, epoch: Optional[int] = None, worker: int = 0, num_workers: int = 1,
+                rank: Optional[int] = None) -> List[int]:
+        """The sample indices one worker of one rank reads in ``epoch``."""
+        return shard_indices(len(self._paths), self.epoch if epoch is None else epoch,
+                             seed=self.seed, shuffle=self.shuffle, drop_last=self.drop_last,
+                             rank=self.rank if rank is None else rank,
+                             world_size=self.world_size, worker=worker, num_workers=num_workers)
+
+    def state_dict(self) -> Dict[str, Any]:
+        """This worker's progress in the current epoch (StatefulDataLoader
+        calls it in each worker after each batch)."""
+        p = self._progress
+        if p is None:
+            return {"epoch": self.epoch, "progress": None}
+        return {"epoch": p.epoch, "progress": {
+            "seed": self.seed, "shuffle": self.shuffle, "drop_last": self.drop_last,
+            "rank": self.rank, "world_size": self.world_size, "n": len(self._paths),
+            "worker": p.worker, "num_workers": p.num_workers, "size": p.size,
+            "done_below": p.low, "done_above": sorted(p.extra)}}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Make the next iteration in this process resume from ``state``."""
+        if "epoch" not in state:
+            raise ValueError("not a FileStream state_dict")
+        self._resume = dict(state)
+
+    # -- iteration ---------------------------------------------------------
+
+    def _claim(self) -> Worker:
+        if self._worker is not None and self._worker_pid == os.getpid():
+            return self._worker
+        loader = self.loader
+        info = _tud.get_worker_info()
+        base = self.local_rank * self.per_rank_slots
+        if info is None:
+            k, who = self.per_rank_slots - 1, "the main process"
+        else:
+            if info.num_workers > self.per_rank_slots - 1:
+                raise ValueError(
+                    f"asyncload.torch.FileStream: DataLoader num_workers={info.num_workers} "
+                    f"needs {info.num_workers + 1} slots per local rank; this stream has "
+                    f"{self.per_rank_slots} (pass num_workers={info.num_workers})")
+            k, who = info.id, f"DataLoader worker {info.id}"
+        self._worker = _claim_slot(loader, base + k, f"{who} of local rank {self.local_rank}")
+        self._slot_index = k
+        self._worker_pid = os.getpid()
+        self._nonce = random.getrandbits(16)
+        self._carry = None  # in flight in the parent's slot, not this one
+        return self._worker
+
+    def _make_item(self, data: memoryview, index: int) -> Any:
+        sample = bytes(data) if self.transform is None else self.transform(data)
+        if self.targets is None:
+            return sample
+        return sample, self.targets[index]
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._generate()
+
+    def _generate(self) -> Iterator[Any]:
+        if not self._iter_lock.acquire(blocking=False):
+            raise RuntimeError("asyncload.torch.FileStream: one iteration at a time per process")
+        try:
+            yield from self._run()
+        finally:
+            self._iter_lock.release()
+
+    def _plan(self) -> Tuple[int, int, int, List[int], _Progress]:
+        info = _tud.get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        resume, self._resume = self._resume, None
+        epoch = self.epoch if resume is None else int(resume["epoch"])
+        share = self.indices(epoch, wid, nw)
+        prog = _Progress(epoch, wid, nw, len(share))
+        pr = resume.get("progress") if resume is not None else None
+        if pr is not None:
+            mine = {"seed": self.seed, "shuffle": self.shuffle, "drop_last": self.drop_last,
+                    "rank": self.rank, "world_size": self.world_size, "n": len(self._paths),
+                    "worker": wid, "num_workers": nw, "size": len(share)}
+            diff = [k for k, v in mine.items() if pr.get(k) != v]
+            if diff:
+                raise ValueError(f"FileStream state_dict does not fit this stream/worker: "
+                                 f"{', '.join(f'{k}={pr.get(k)!r} (here {mine[k]!r})' for k in diff)}")
+            prog.low = int(pr["done_below"])
+            prog.extra = set(int(p) for p in pr["done_above"])
+        return epoch, wid, nw, share, prog
+
+    def _drain(self, worker: Worker, tags: Dict[int, int]) -> None:
+        """Wait for and release the loads of ``tags``."""
+        depth = worker.loader.queue_depth
+        out = ffi.new("asyncload_entry *[]", depth)
+        while tags:
+            try:
+                got = worker._wait_into(out, min(len(tags), depth), None)
+            except OSError:
+                return  # loader gone: nothing more will come
+            for i in range(got):
+                entry = worker._entry_type(worker, out[i])
+                tags.pop(entry.tag, None)
+                entry.release()
+
+    def _run(self) -> Iterator[Any]:
+        worker = self._claim()
+        epoch, wid, nw, share, prog = self._plan()
+        loader = worker.loader
+        depth = loader.queue_depth
+        low_water = depth // 2
+        window = 2 * depth  # ordered: how far requests may run ahead of the next yield
+        order = [p for p in range(len(share)) if not prog.done(p)]
+        tag_base = (self._nonce & _NONCE_MASK) << 48
+
+        def tag_of(ep: int, pos: int) -> int:
+            return tag_base | (ep & _EPOCH_MASK) << _POS_BITS | pos
+
+        waiting: Dict[int, int] = {}        # tag -> position, this epoch
+        outbox: Deque[Tuple[int, Any]] = deque()  # (position, item) to yield
+        held: Dict[int, Any] = {}           # ordered: position -> item, ahead of k
+        s = 0                               # order[:s] requested (or adopted)
+        k = 0                               # ordered: order[:k] yielded
+
+        carry, self._carry = self._carry, None
+        if carry is not None:
+            if (carry.epoch == epoch and carry.worker == wid and carry.num_workers == nw
+                    and prog.low == 0 and not prog.extra):
+                waiting.update(carry.waiting)
+                s = carry.count
+                for pos, item in carry.ready.items():
+                    if self.ordered:
+                        held[pos] = item
+                    else:
+                        outbox.append((pos, item))
+                carry = None
+            else:
+                self._drain(worker, carry.waiting)
+                carry = None
+
+        # The epoch this process will most likely run next: the next one,
+        # unless it just saw the same epoch twice (set_epoch never called).
+        next_epoch = epoch if self._last_epoch == epoch else epoch + 1
+        self._last_epoch = epoch
+        ahead: Optional[_Carry] = None
+        next_share: Optional[List[int]] = None
+
+        self._progress = prog
+        wptr = worker._handle()
+        submit = lib.asyncload_worker_submit
+        paths = self._paths
+        out = ffi.new("asyncload_entry *[]", depth)
+        finished = False
+        batch: List[Optional[Entry]] = []
+        try:
+            while True:
+                # Refill in bursts once half the queue has drained (one loader
+                # wake-up per burst), before every yield: the queue stays full
+                # while the consumer collates.
+                in_flight = len(waiting) + (len(ahead.waiting) if ahead else 0)
+                if in_flight <= low_water:
+                    full = False
+                    while s < len(order) and not (self.ordered and s - k >= window):
+                        pos = order[s]
+                        raw, off, n = encode_request(paths[share[pos]])
+                        tag = tag_of(epoch, pos)
+                        rc = submit(wptr, raw, off, n, tag)
+                        if rc == -errno.EAGAIN:
+                            full = True
+                            break
+                        check_error(rc, os.fsdecode(raw))
+                        waiting[tag] = pos
+                        s += 1
+                    if not full and s >= len(order):
+                        if ahead is None or next_share is None:
+                            ahead = _Carry(next_epoch, wid, nw)
+                            next_share = self.indices(next_epoch, wid, nw)
+                        while ahead.count < min(depth, len(next_share)):
+                            pos = ahead.count
+                            raw, off, n = encode_request(paths[next_share[pos]])
+                            tag = tag_of(next_epoch, pos)
+                            rc = submit(wptr, raw, off, n, tag)
+                            if rc == -errno.EAGAIN:
+                                break
+                            check_error(rc, os.fsdecode(raw))
+                            ahead.waiting[tag] = pos
+                            ahead.count += 1
+                if self.ordered:
+                    while k < len(order) and order[k] in held:
+                        outbox.append((order[k], held.pop(order[k])))
+                        k += 1
+                if outbox:
+                    pos, item = outbox.popleft()
+                    prog.mark(pos)
+                    if item is not _SKIPPED:
+                        yield item
+                    continue
+                if not waiting and s >= len(order) and not held:
+                    finished = True
+                    self._carry = ahead
+                    return
+                if not waiting and worker.in_flight == 0 and (ahead is None or not ahead.waiting):
+                    raise RuntimeError(
+                        "asyncload.torch.FileStream: no free entry and none in flight")
+                got = worker._wait_into(out, depth, None)
+                batch: List[Optional[Entry]] = [worker._entry_type(worker, out[i])
+                                                for i in range(got)]
+                for i, entry in enumerate(batch):
+                    assert entry is not None
+                    batch[i] = None
+                    tag = entry.tag
+                    pos_now = waiting.pop(tag, None)
+                    if pos_now is not None:
+                        item = self._convert(entry, share[pos_now])
+                        if self.ordered:
+                            held[pos_now] = item
+                        else:
+                            outbox.append((pos_now, item))
+                        continue
+                    pos_next = ahead.waiting.pop(tag, None) if ahead is not None else None
+                    if pos_next is not None and ahead is not None and next_share is not None:
+                        ahead.ready[pos_next] = self._convert(entry, next_share[pos_next])
+                        continue
+                    entry.release()  # left in the slot by an earlier holder
+        finally:
+            if not finished:
+                self._progress = prog
+                leftover = dict(waiting)
+                if ahead is not None:
+                    leftover.update(ahead.waiting)
+                for e in batch:  # taken from the slot, not handed out
+                    if e is not None:
+                        leftover.pop(e.tag, None)
+                        e.release()
+                self._drain(worker, leftover)
+
+    def _convert(self, entry: Entry, index: int) -> Any:
+        """The sample of a completed entry; a failed load raises, or with
+        on_error="skip" counts and gives _SKIPPED."""
+        if entry.error and self.on_error == "skip":
+            entry.release()
+            self._shared[1 + self._slot_index] += 1
+            return _SKIPPED
+        return _entry_item(entry, lambda data: self._make_item(data, index))
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else (
+            "not started" if self._loader is None else repr(self._loader))
+        return (f"<FileStream {len(self._paths)} files, rank {self.rank}/{self.world_size}, "
+                f"epoch {self.epoch}, {state}>")
+
+
+def _stop_stream(loader: Loader, owner_pid: int, handle_file: Optional[str]) -> None:
+    """Finalizer of local rank 0's stream: remove the handle file, stop the loader."""
+    if handle_file is not None:
+        _remove_file(handle_file, owner_pid)
+    _stop_loader(loader, owner_pid)
