@@ -168,6 +168,7 @@ def _remove_file(path: str, owner_pid: int) -> None:
     if os.getpid() == owner_pid:
         try:
             os.unlink(path)
+            os.rmdir(os.path.dirname(path))  # the job's last stream: leave nothing behind
         except OSError:
             pass
 
