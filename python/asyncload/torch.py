@@ -485,5 +485,11 @@ class ImageFolder(FileDataset):
         return sample, target
 
 
-# At the end: _stream builds on the helpers above.
-from ._stream import FileStream  # noqa: E402
+def __getattr__(name: str) -> Any:
+    # FileStream lives in _stream, which builds on this module's helpers: a
+    # lazy re-export works whichever of the two is imported first (spawn
+    # workers unpickle asyncload._stream.FileStream before this module).
+    if name == "FileStream":
+        from ._stream import FileStream
+        return FileStream
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
