@@ -261,16 +261,21 @@ def test_error_skip_counts(tree: Dict[str, bytes], tmp_path: Any) -> None:
 # -- start methods ------------------------------------------------------------
 
 @pytest.mark.deadline(60)
-@pytest.mark.parametrize("method,persistent", [("fork", False), ("spawn", True),
-                                               ("forkserver", False)])
-def test_start_methods(tree: Dict[str, bytes], method: str, persistent: bool) -> None:
+@pytest.mark.parametrize("method,persistent,workers,epochs", [
+    ("fork", False, 2, 2),
+    # spawn/forkserver workers import torch (seconds each): one worker, and
+    # the non-persistent case one epoch (fork covers new workers per epoch)
+    ("spawn", True, 1, 2),
+    ("forkserver", False, 1, 1)])
+def test_start_methods(tree: Dict[str, bytes], method: str, persistent: bool, workers: int,
+                       epochs: int) -> None:
     targets = list(range(len(tree)))
-    with _stream(tree, num_workers=2, targets=targets) as s:
-        dl = DataLoader(s, batch_size=8, num_workers=2, collate_fn=_keep,
+    with _stream(tree, num_workers=workers, targets=targets) as s:
+        dl = DataLoader(s, batch_size=8, num_workers=workers, collate_fn=_keep,
                         persistent_workers=persistent,
                         multiprocessing_context=mp.get_context(method))
         paths = sorted(tree)
-        for epoch in (0, 1):
+        for epoch in range(epochs):
             s.set_epoch(epoch)
             got = [x for b in dl for x in b]
             assert sorted(t for _, t in got) == targets
