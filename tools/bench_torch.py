@@ -5,14 +5,19 @@
     python3 tools/bench_torch.py --n 500 --repeats 1   # a quick look
     python3 tools/bench_torch.py --json bench-out/torch.json
 
-Issue 5's measurement: DataLoader with 2 workers, batch 64, shuffled, persistent workers, over
+Issue 5's measurement (issue 11 added the FileStream contender and the FUSE rows): DataLoader with 2 workers, batch 64, shuffled, persistent workers, over
 JPEGs made with Pillow (ImageNet-like: a few hundred pixels a side, ~110 KB on average), in two
 workloads -- (a) "decode": Pillow decode + resize to 224x224, returned as uint8 tensors, and
 (b) "raw": the bytes only (each is crc32-checksummed, so every byte is delivered and checked) --
 each with a cold page cache (`sync; echo 3 > /proc/sys/vm/drop_caches`, needs root; otherwise
 posix_fadvise(DONTNEED) per file) and a warm one. The contenders are a plain Dataset whose
-__getitem__ does open().read(), and asyncload.torch.FileDataset; their epochs are interleaved so
-that drift in a shared machine's load hits both alike. Reported: the median epoch time of each
+__getitem__ does open().read(), asyncload.torch.FileDataset (map-style), and
+asyncload.torch.FileStream (iterable, set_epoch per epoch); their epochs are interleaved so
+that drift in a shared machine's load hits all alike.
+
+--slowfs-ms MS adds raw-workload rows over tools/slowfs (FUSE adding MS to every operation, as
+network storage does), each timed epoch on a fresh mount with the source's cache dropped:
+plain Dataset with --workers and with 16 workers, FileDataset and FileStream with --workers. Reported: the median epoch time of each
 cell and the issue's targets:
 
   decode: asyncload cold <= 1.05 x asyncload warm   (the cold-storage stall is hidden)
@@ -41,7 +46,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from asyncload.torch import FileDataset
+from asyncload.torch import FileDataset, FileStream
 
 FORMAT = 1                 # bump when the image recipe changes: old trees are rebuilt
 N_CLASSES = 100
@@ -146,8 +151,37 @@ class PlainFiles(Dataset):
             return self.transform(f.read())
 
 
+KINDS = ("plain", "asyncload", "stream")
+
+
+def make_contender(kind: str, paths: List[str], transform: Callable[[Any], Any],
+                   args: argparse.Namespace, workers: int) -> Tuple[Any, DataLoader]:
+    """(dataset, its DataLoader with persistent workers) for one contender."""
+    ds: Any
+    if kind.startswith("plain"):
+        ds = PlainFiles(paths, transform)
+    elif kind == "asyncload":
+        ds = FileDataset(paths, transform, n_workers=workers + 1, queue_depth=args.queue_depth)
+    elif kind == "stream":
+        ds = FileStream(paths, transform, num_workers=workers, queue_depth=args.queue_depth,
+                        seed=args.seed)
+        return ds, DataLoader(ds, batch_size=args.batch_size, num_workers=workers,
+                              persistent_workers=True)
+    else:
+        raise ValueError(kind)
+    return ds, DataLoader(ds, batch_size=args.batch_size, shuffle=True, num_workers=workers,
+                          persistent_workers=True)
+
+
 def run_epoch(dl: Any) -> Tuple[float, int, int]:
     """(seconds, items, checksum of the raw workload or 0)."""
+    ds = dl.dataset
+    if isinstance(ds, FileStream):
+        # A new order each epoch, as shuffle=True gives the others. Skipping one epoch makes
+        # the stream's guess of the next epoch miss, so its reads of the next epoch's first
+        # files (made before the cache was dropped or the mount renewed) are thrown away and
+        # each timed epoch starts from nothing, as the other contenders' do.
+        ds.set_epoch(ds.epoch + 2)
     t0 = time.perf_counter()
     n = 0
     crc = 0
@@ -224,11 +258,57 @@ def evaluate(med: Dict[str, float]) -> List[Dict[str, Any]]:
     add("raw, cold: plain / asyncload (speedup)", "raw/plain/cold",
         "raw/asyncload/cold", ">= 2", lambda v: v >= 2.0)
     # context, no goal: the stall asyncload removes, and the warm raw speedup
+    add("decode: stream cold / stream warm", "decode/stream/cold",
+        "decode/stream/warm", "<= 1.05", lambda v: v <= 1.05)
+    add("decode: stream warm / plain warm", "decode/stream/warm",
+        "decode/plain/warm", "<= 1.05", lambda v: v <= 1.05)
+    add("raw, cold: plain / stream (speedup)", "raw/plain/cold",
+        "raw/stream/cold", "-", lambda v: True)
+    add("raw, cold: asyncload / stream (speedup)", "raw/asyncload/cold",
+        "raw/stream/cold", "-", lambda v: True)
+    add("FUSE: stream / plain with the same workers", "fuse/plain/cold",
+        "fuse/stream/cold", ">= 5", lambda v: v >= 5.0)
+    add("FUSE: stream / plain with 16 workers", "fuse/plain-16/cold",
+        "fuse/stream/cold", ">= 1.3", lambda v: v >= 1.3)
+    add("(info) FUSE: FileDataset / plain with the same workers", "fuse/plain/cold",
+        "fuse/asyncload/cold", "-", lambda v: True)
     add("(info) decode: plain cold / plain warm", "decode/plain/cold", "decode/plain/warm",
         "-", lambda v: True)
     add("(info) raw, warm: plain / asyncload (speedup)", "raw/plain/warm",
         "raw/asyncload/warm", "-", lambda v: True)
     return rows
+
+
+def fuse_epochs(paths: List[str], data: str, args: argparse.Namespace,
+                dropper: Any) -> List[Dict[str, Any]]:
+    """Raw epochs over a slowfs mount of ``data``, each on a fresh mount (empty FUSE caches)."""
+    sys.path.insert(0, os.path.join(REPO, "tests", "python"))
+    from slowfs import SlowFS
+
+    mnt = os.path.join(REPO, "bench-out", "slowfs-torch-mnt")
+    rel = [os.path.relpath(p, data) for p in paths]
+    mpaths = [os.path.join(mnt, r) for r in rel]
+    out: List[Dict[str, Any]] = []
+    for kind, workers in (("plain", args.workers), ("plain-16", 16),
+                          ("asyncload", args.workers), ("stream", args.workers)):
+        ds, dl = make_contender(kind, mpaths, checksum, args, workers)
+        try:
+            for r in range(-1, args.repeats):  # -1: untimed, starts the workers
+                dropper.drop()
+                with SlowFS(data, mnt, latency_ms=args.slowfs_ms):
+                    secs, n, _ = run_epoch(dl)
+                if n != len(paths):
+                    raise SystemExit(f"fuse/{kind}: epoch delivered {n} items")
+                label = "warm-up" if r < 0 else f"cold #{r + 1}"
+                print(f"fuse   {kind:9s} {label:10s}  {secs:7.2f} s", file=sys.stderr)
+                if r >= 0:
+                    out.append({"workload": "fuse", "kind": kind, "cache": "cold",
+                                "repeat": r, "seconds": round(secs, 4)})
+        finally:
+            del dl
+            if hasattr(ds, "close"):
+                ds.close()
+    return out
 
 
 def main(argv: List[str]) -> int:
@@ -244,12 +324,18 @@ def main(argv: List[str]) -> int:
     ap.add_argument("--caches", default="warm,cold")
     ap.add_argument("--cold", choices=["drop_caches", "fadvise"], default="drop_caches",
                     help="how to empty the cache (default drop_caches, as root)")
+    ap.add_argument("--kinds", default=",".join(KINDS), help="contenders (default: all)")
+    ap.add_argument("--slowfs-ms", type=float, default=0.0,
+                    help="also time raw epochs over slowfs at this latency per op (0: no)")
     ap.add_argument("--json", help="write the results as JSON here ('-': stdout)")
     args = ap.parse_args(argv)
 
     data = args.data or os.path.join(REPO, "data", f"bench-torch-{args.n}-s{args.seed}")
     workloads = [w for w in args.workloads.split(",") if w]
     caches = [c for c in args.caches.split(",") if c]
+    kinds = [k for k in args.kinds.split(",") if k]
+    if "plain" not in kinds or any(k not in KINDS for k in kinds):
+        ap.error(f"--kinds: plain plus any of {KINDS}")
     for w in workloads:
         if w not in WORKLOADS:
             ap.error(f"unknown workload {w!r}")
@@ -267,14 +353,11 @@ def main(argv: List[str]) -> int:
     epochs: List[Dict[str, Any]] = []
     for wl in workloads:
         transform = WORKLOADS[wl]
-        datasets: Dict[str, Any] = {
-            "plain": PlainFiles(paths, transform),
-            "asyncload": FileDataset(paths, transform, n_workers=args.workers + 1,
-                                     queue_depth=args.queue_depth),
-        }
-        loaders = {k: DataLoader(ds, batch_size=args.batch_size, shuffle=True,
-                                 num_workers=args.workers, persistent_workers=True)
-                   for k, ds in datasets.items()}
+        datasets: Dict[str, Any] = {}
+        loaders: Dict[str, DataLoader] = {}
+        for kind in kinds:
+            datasets[kind], loaders[kind] = make_contender(kind, paths, transform, args,
+                                                           args.workers)
         expect_crc: Optional[int] = None
         try:
             for kind, dl in loaders.items():  # start workers and loader; fill the cache
@@ -296,7 +379,11 @@ def main(argv: List[str]) -> int:
                               file=sys.stderr)
         finally:
             del loaders
-            datasets["asyncload"].close()
+            for ds in datasets.values():
+                if hasattr(ds, "close"):
+                    ds.close()
+    if args.slowfs_ms > 0:
+        epochs += fuse_epochs(paths, data, args, dropper)
 
     cells: Dict[str, List[float]] = {}
     for e in epochs:
@@ -315,7 +402,8 @@ def main(argv: List[str]) -> int:
         "config": {"num_workers": args.workers, "batch_size": args.batch_size,
                    "shuffle": True, "persistent_workers": True,
                    "queue_depth": args.queue_depth, "repeats": args.repeats,
-                   "cold": dropper.method, "statistic": "median"},
+                   "cold": dropper.method, "statistic": "median", "kinds": kinds,
+                   "slowfs_ms": args.slowfs_ms},
         "machine": dict(machine_info(data), loadavg_start=load_start, loadavg_end=loadavg()),
         "epochs": epochs,
         "median_seconds": {k: round(v, 3) for k, v in med.items()},
@@ -330,13 +418,29 @@ def main(argv: List[str]) -> int:
           f"{args.batch_size}, shuffled; {args.repeats} repeats; cold = {dropper.method}")
     for label, stat, rows in (("median", med, targets), ("fastest repeat", best, targets_min)):
         print(f"\n{label} of {args.repeats}:\n")
-        print("| workload | cache | plain (s) | asyncload (s) | plain / asyncload |")
-        print("| --- | --- | ---: | ---: | ---: |")
+        others = [k for k in KINDS[1:] if k in kinds]
+        print("| workload | cache | plain (s) | " + " | ".join(f"{k} (s)" for k in others)
+              + " | " + " | ".join(f"plain / {k}" for k in others) + " |")
+        print("| --- | --- | ---: | " + " | ".join("---:" for _ in others * 2) + " |")
         for wl in workloads:
             for cache in caches:
-                p, a = stat.get(f"{wl}/plain/{cache}"), stat.get(f"{wl}/asyncload/{cache}")
-                if p is not None and a is not None:
-                    print(f"| {wl} | {cache} | {p:.2f} | {a:.2f} | {p / a:.2f} |")
+                p = stat.get(f"{wl}/plain/{cache}")
+                vals = [stat.get(f"{wl}/{k}/{cache}") for k in others]
+                if p is not None and None not in vals:
+                    print(f"| {wl} | {cache} | {p:.2f} | "
+                          + " | ".join(f"{v:.2f}" for v in vals) + " | "
+                          + " | ".join(f"{p / v:.2f}" for v in vals) + " |")
+        fuse = {k: stat.get(f"fuse/{k}/cold") for k in ("plain", "plain-16", "asyncload",
+                                                         "stream")}
+        if all(v is not None for v in fuse.values()):
+            print(f"\nraw over FUSE at {args.slowfs_ms:g} ms per operation, cold "
+                  "(files/s; speedup vs plain with the same workers, vs plain with 16):\n")
+            print("| contender | epoch (s) | files/s | vs plain | vs plain-16 |")
+            print("| --- | ---: | ---: | ---: | ---: |")
+            for k, v in fuse.items():
+                assert v is not None
+                print(f"| {k} | {v:.2f} | {len(paths) / v:.0f} | {fuse['plain'] / v:.2f} | "
+                      f"{fuse['plain-16'] / v:.2f} |")
         print("\n| target | value | goal | met |")
         print("| --- | ---: | --- | --- |")
         for t in rows:
