@@ -5,7 +5,7 @@
     python3 tools/bench_torch.py --n 500 --repeats 1   # a quick look
     python3 tools/bench_torch.py --json bench-out/torch.json
 
-Issue 5's measurement (issue 11 added the FileStream contender and the FUSE rows): DataLoader with 2 workers, batch 64, shuffled, persistent workers, over
+Issue 5's measurement, with a FileStream contender and FUSE rows added since: DataLoader with 2 workers, batch 64, shuffled, persistent workers, over
 JPEGs made with Pillow (ImageNet-like: a few hundred pixels a side, ~110 KB on average), in two
 workloads -- (a) "decode": Pillow decode + resize to 224x224, returned as uint8 tensors, and
 (b) "raw": the bytes only (each is crc32-checksummed, so every byte is delivered and checked) --
