@@ -238,10 +238,11 @@ def test_error_raises_with_errno_and_path(tree: Dict[str, bytes], tmp_path: Any)
     with FileStream(paths, num_workers=2, queue_depth=4) as s:
         dl = DataLoader(s, batch_size=2, num_workers=2, collate_fn=_keep,
                         multiprocessing_context=mp.get_context("fork"))
-        with pytest.raises(OSError) as ei2:
+        with pytest.raises(asyncload.LoadError) as ei2:
             for _ in dl:
                 pass
         assert missing in str(ei2.value) and "No such file" in str(ei2.value)
+        assert ei2.value.errno == errno.ENOENT and ei2.value.filename == missing
         del dl
 
 
