@@ -215,6 +215,16 @@ class _Carry:
 _SKIPPED = object()
 
 
+class _Failed:
+    """A next-epoch sample whose load failed: raised when its turn comes, not
+    in the middle of the epoch that happened to read it."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
 class FileStream(_tud.IterableDataset):
     """An IterableDataset over files that never lets the read queue drain.
 
@@ -635,6 +645,8 @@ class FileStream(_tud.IterableDataset):
                         k += 1
                 if outbox:
                     pos, item = outbox.popleft()
+                    if isinstance(item, _Failed):
+                        raise item.exc
                     prog.mark(pos)
                     if item is not _SKIPPED:
                         yield item
@@ -663,7 +675,10 @@ class FileStream(_tud.IterableDataset):
                         continue
                     pos_next = ahead.waiting.pop(tag, None) if ahead is not None else None
                     if pos_next is not None and ahead is not None and next_share is not None:
-                        ahead.ready[pos_next] = self._convert(entry, next_share[pos_next])
+                        try:
+                            ahead.ready[pos_next] = self._convert(entry, next_share[pos_next])
+                        except Exception as e:  # noqa: BLE001 - its epoch raises it
+                            ahead.ready[pos_next] = _Failed(e)
                         continue
                     entry.release()  # left in the slot by an earlier holder
         finally:

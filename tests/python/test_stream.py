@@ -246,6 +246,26 @@ def test_error_raises_with_errno_and_path(tree: Dict[str, bytes], tmp_path: Any)
         del dl
 
 
+def test_next_epoch_failure_raises_in_its_own_epoch(tree: Dict[str, bytes], tmp_path: Any,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file read early for the next epoch fails that epoch, not the current one."""
+    missing = str(tmp_path / "gone.bin")
+    paths = sorted(tree)[:20] + [missing]
+    bad = len(paths) - 1
+    seed = next(sd for sd in range(1000)
+                if bad not in shard_indices(21, 0, seed=sd, rank=0, world_size=2)
+                and bad in shard_indices(21, 1, seed=sd, rank=0, world_size=2)[:4])
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with FileStream(paths, seed=seed, num_workers=0, queue_depth=8) as s:
+        assert len(list(s)) == 11  # epoch 0 is whole, with epoch 1's first reads queued
+        assert s._carry is not None and s._carry.count >= 4
+        s.set_epoch(1)
+        with pytest.raises(asyncload.LoadError) as ei:
+            list(s)
+        assert ei.value.errno == errno.ENOENT and ei.value.filename == missing
+
+
 def test_error_skip_counts(tree: Dict[str, bytes], tmp_path: Any) -> None:
     missing = [str(tmp_path / f"gone{i}.bin") for i in range(3)]
     paths = sorted(tree) + missing
