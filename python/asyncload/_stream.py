@@ -337,6 +337,7 @@ class FileStream(_tud.IterableDataset):
         self._resume: Optional[Dict[str, Any]] = None
         self._carry: Optional[_Carry] = None
         self._last_epoch: Optional[int] = None
+        self._adopted = 0  # iterations that took over the previous one's next-epoch reads
         self._iter_lock = threading.Lock()
 
     # -- lifecycle --------------------------------------------------------
@@ -416,7 +417,7 @@ class FileStream(_tud.IterableDataset):
         self.loader  # noqa: B018  the handle must exist before it travels
         state = self.__dict__.copy()
         for k in ("_worker", "_worker_pid", "_nonce", "_progress", "_carry", "_last_epoch",
-                  "_iter_lock", "_start_lock", "_finalizer"):
+                  "_adopted", "_iter_lock", "_start_lock", "_finalizer"):
             state.pop(k, None)
         state["_owner"] = False
         if _mpctx.get_spawning_popen() is None:
@@ -588,6 +589,7 @@ class FileStream(_tud.IterableDataset):
                     else:
                         outbox.append((pos, item))
                 carry = None
+                self._adopted += 1
             else:
                 self._drain(worker, carry.waiting)
                 carry = None

@@ -139,6 +139,32 @@ def test_never_drains_in_dataloader_worker(tree: Dict[str, bytes]) -> None:
         assert len(flights) == 16 and min(flights) > 0, flights
 
 
+def _boundary_state(batch: List[Any]) -> Tuple[List[Any], int, int]:
+    info = get_worker_info()
+    assert info is not None
+    return batch, info.dataset._worker.in_flight, info.dataset._adopted
+
+
+def test_never_drains_across_epochs_in_persistent_workers(tree: Dict[str, bytes]) -> None:
+    """Persistent workers queue the next epoch's first reads before the
+    current epoch ends (in flight at every boundary, the last one included)
+    and the next epoch takes them over."""
+    with _stream(tree, num_workers=2) as s:
+        dl = DataLoader(s, batch_size=4, num_workers=2, collate_fn=_boundary_state,
+                        persistent_workers=True,
+                        multiprocessing_context=mp.get_context("fork"))
+        for epoch in (0, 1):
+            s.set_epoch(epoch)
+            items, flights, adopted = [], [], []
+            for batch, n, a in dl:
+                items += batch
+                flights.append(n)
+                adopted.append(a)
+            assert sorted(items) == sorted(tree.values())
+            assert min(flights) > 0, flights
+            assert set(adopted) == {epoch}, adopted  # epoch 1 started from epoch 0's reads
+
+
 # -- epochs -------------------------------------------------------------------
 
 @pytest.mark.parametrize("persistent", [True, False])
