@@ -40,6 +40,8 @@ setup:
 	fi
 	$(PYTHON) -m pip install meson ninja cffi pytest hypothesis pillow matplotlib
 	$(PYTHON) -m pip install torch==2.13.0
+	@# StatefulDataLoader (FileStream's resume test); its own deps would pull a newer torch
+	$(PYTHON) -m pip install --no-deps torchdata==0.11.0
 	$(PYTHON) -m pip install -e .
 
 # a build folder configured before libfuse3-dev was installed has no slowfs: reconfigure it
