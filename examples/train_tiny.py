@@ -6,7 +6,8 @@
     python3 examples/train_tiny.py --start-method spawn --workers 2 --epochs 3
 
 Needs torch (the CPU build is enough) and Pillow. The only asyncload-specific
-lines are the ImageFolder construction and its `with`; the rest is ordinary
+line is the ImageFolder import: the script is written as for torchvision's
+ImageFolder (PIL images into the transform), and the rest is ordinary
 PyTorch. The whole run takes a few seconds.
 """
 
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from asyncload.torch import ImageFolder, decode_image
+from asyncload.torch import ImageFolder  # was: from torchvision.datasets import ImageFolder
 
 SIDE = 32            # the model's input is SIDE x SIDE RGB
 N_CLASSES = 4
@@ -58,9 +59,9 @@ def make_dataset(root: str, seed: int = 0) -> None:
         pass
 
 
-def to_tensor(data: memoryview) -> torch.Tensor:
-    """JPEG bytes -> float CHW tensor in [0, 1]; module level so spawn workers can pickle it."""
-    im = decode_image(data).resize((SIDE, SIDE))
+def to_tensor(im: "PIL.Image.Image") -> torch.Tensor:  # noqa: F821
+    """RGB image -> float CHW tensor in [0, 1]; module level so spawn workers can pickle it."""
+    im = im.resize((SIDE, SIDE))
     pixels = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
     return pixels.view(SIDE, SIDE, 3).permute(2, 0, 1).float().div_(255)
 
@@ -92,31 +93,30 @@ def main(argv: List[str]) -> int:
     # workers (decoding JPEGs) for the same cores.
     torch.set_num_threads(1)
 
-    # n_workers: one slot per DataLoader worker, plus one for the main process.
-    with ImageFolder(root, transform=to_tensor, n_workers=args.workers + 1) as ds:
-        print(f"{len(ds)} images, classes {ds.classes}, from {root}")
-        loader = DataLoader(ds, batch_size=args.batch_size, shuffle=True,
-                            num_workers=args.workers,
-                            persistent_workers=args.workers > 0,
-                            multiprocessing_context=args.start_method if args.workers else None)
-        model = tiny_model(len(ds.classes))
-        opt = torch.optim.Adam(model.parameters(), lr=0.01)
-        loss_fn = nn.CrossEntropyLoss()
-        for epoch in range(args.epochs):
-            t0 = time.perf_counter()
-            seen = correct = 0
-            total_loss = 0.0
-            for x, y in loader:
-                opt.zero_grad()
-                out = model(x)
-                loss = loss_fn(out, y)
-                loss.backward()
-                opt.step()
-                total_loss += loss.item() * len(y)
-                correct += int((out.argmax(1) == y).sum())
-                seen += len(y)
-            print(f"epoch {epoch + 1}: loss {total_loss / seen:.3f}  "
-                  f"accuracy {correct / seen:.1%}  ({time.perf_counter() - t0:.2f} s)")
+    ds = ImageFolder(root, transform=to_tensor)
+    print(f"{len(ds)} images, classes {ds.classes}, from {root}")
+    loader = DataLoader(ds, batch_size=args.batch_size, shuffle=True,
+                        num_workers=args.workers,
+                        persistent_workers=args.workers > 0,
+                        multiprocessing_context=args.start_method if args.workers else None)
+    model = tiny_model(len(ds.classes))
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    loss_fn = nn.CrossEntropyLoss()
+    for epoch in range(args.epochs):
+        t0 = time.perf_counter()
+        seen = correct = 0
+        total_loss = 0.0
+        for x, y in loader:
+            opt.zero_grad()
+            out = model(x)
+            loss = loss_fn(out, y)
+            loss.backward()
+            opt.step()
+            total_loss += loss.item() * len(y)
+            correct += int((out.argmax(1) == y).sum())
+            seen += len(y)
+        print(f"epoch {epoch + 1}: loss {total_loss / seen:.3f}  "
+              f"accuracy {correct / seen:.1%}  ({time.perf_counter() - t0:.2f} s)")
     return 0
 
 

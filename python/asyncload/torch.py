@@ -1,13 +1,12 @@
-"""PyTorch integration: map-style Datasets whose files an asyncload loader reads.
+"""PyTorch integration: Datasets whose files an asyncload loader reads.
 
-    from asyncload.torch import FileDataset, ImageFolder, decode_image
+    from asyncload.torch import ImageFolder      # instead of torchvision.datasets
 
-    ds = ImageFolder("data/train", transform=lambda data: to_tensor(decode_image(data)),
-                     n_workers=4 + 1)          # DataLoader workers + the main process
+    ds = ImageFolder("data/train", transform=train_transforms)   # PIL pipeline
     loader = DataLoader(ds, batch_size=64, shuffle=True, num_workers=4)
 
 This is the only module of the package that imports torch; ``import asyncload``
-works without it.
+works without it. :class:`ImageFolder` lives in ``_imagefolder.py``.
 
 How it fits DataLoader:
 
@@ -17,33 +16,38 @@ How it fits DataLoader:
   of the dataset, or interpreter exit, whichever comes first. The loader also
   exits by itself if the creating process dies (SIGKILL included), and its
   shared memory is an unnamed memfd, so nothing outlives the processes.
-* Worker slots: DataLoader worker ``k`` (``get_worker_info().id``) uses slot
-  ``k``; the main process (``num_workers=0``, or items fetched by hand) uses
-  the last slot, ``n_workers - 1``. So pass ``n_workers >= num_workers + 1``
-  (the default covers ``num_workers <= max(8, cpu_count)``).
+* Worker slots, automatic (``n_workers`` not given): the loader gets
+  :func:`auto_n_workers` slots, far more than DataLoaders use (a slot costs
+  address space; memory is committed only for bytes being loaded). Each
+  process claims a free one on first use: DataLoader worker ``k`` tries slot
+  ``k`` first, the main process the last slot, and either takes the next
+  free slot if that one is held. So ``num_workers=0``, any ``num_workers``,
+  persistent workers, a DataLoader re-created each epoch (whose new workers
+  may start before the old ones have exited) and two DataLoaders at once
+  need no setting. With ``n_workers`` given, the mapping is fixed: worker
+  ``k`` uses slot ``k`` (waiting for its previous holder to exit), the main
+  process slot ``n_workers - 1``, and ``n_workers >= num_workers + 1``.
 * ``fork`` workers inherit the loader; ``spawn`` and ``forkserver`` workers
   receive the pickled dataset, which carries the loader's handle and attaches
   to the same loader process (never a new one).
-* Non-persistent workers are new processes every epoch but reuse the ids of
-  the previous epoch's; the library hands a slot over once its old holder is
-  dead.
 * ``__getitems__`` asks for a whole batch at once, keeping the worker's queue
-  full, and runs ``transform`` on each file as soon as its bytes arrive, so
-  decoding overlaps the reads of the rest of the batch.
+  full, and decodes each file as soon as its bytes arrive, so decoding
+  overlaps the reads of the rest of the batch; ``transform`` then runs in
+  the batch's index order (so random transforms draw from the RNG in the
+  same order as with a plain Dataset). With ``decode=None`` the transform
+  is the decoder and runs as each file arrives.
 """
 
 from __future__ import annotations
 
 import errno
-import io
 import operator
 import os
 import threading
 import time
 import weakref
 from contextlib import closing
-from typing import (TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, List, Optional,
-                    Sequence, Tuple, Union)
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 import torch.utils.data as _tud
 
@@ -51,10 +55,7 @@ from ._entry import Entry
 from ._fill import fill
 from ._loader import Loader
 from ._worker import Worker
-from ._lowlevel import PathArg
-
-if TYPE_CHECKING:  # Pillow is optional: only decode_image() needs it
-    from PIL import Image as _PILImage
+from ._lowlevel import PathArg, lib
 
 __all__ = [
     "FileDataset",
@@ -66,12 +67,10 @@ __all__ = [
     "DEFAULT_QUEUE_DEPTH",
     "DEFAULT_MAX_FILE_SIZE",
     "default_n_workers",
+    "auto_n_workers",
+    "default_loader",
+    "pil_loader",
 ]
-
-# torchvision's list, so an ImageFolder tree indexes to the same samples.
-IMG_EXTENSIONS: Tuple[str, ...] = (
-    ".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp",
-)
 
 # A DataLoader batch of 64 fits in flight at once. Memory is committed only
 # for the bytes actually loaded, so a generous max_file_size costs address
@@ -84,25 +83,24 @@ DEFAULT_MAX_FILE_SIZE = 64 << 20
 # is dead, so a busy slot is retried this long before giving up.
 _TAKEOVER_WAIT_S = 10.0
 
-Transform = Callable[[memoryview], Any]
+Transform = Callable[[Any], Any]
+# bytes-to-sample: gets the file's read-only view, valid only during the call
+Decode = Callable[[memoryview], Any]
 
 
 def default_n_workers() -> int:
-    """Slots a dataset gets unless told: up to max(8, cpu_count) DataLoader
-    workers plus one for the main process."""
+    """Slots a FileStream gets per rank unless told: up to max(8, cpu_count)
+    DataLoader workers plus one for the main process."""
     return max(8, os.cpu_count() or 1) + 1
 
 
-def decode_image(data: Union[bytes, memoryview], mode: str = "RGB") -> "_PILImage.Image":
-    """Decode an image file's bytes with Pillow, fully, into ``mode``.
-
-    Safe as (part of) a transform: the returned image owns its pixels, so
-    nothing refers to ``data`` once this returns.
-    """
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:
-        return im.convert(mode)
+def auto_n_workers(queue_depth: int = DEFAULT_QUEUE_DEPTH) -> int:
+    """Slots a FileDataset or ImageFolder gets unless told (automatic slots):
+    room for max(64, 2 * cpu_count) DataLoader workers plus the main process,
+    within the library's n_workers * queue_depth limit. Unused slots cost
+    address space only."""
+    want = max(64, 2 * (os.cpu_count() or 1)) + 1
+    return max(1, min(want, int(lib.ASYNCLOAD_MAX_ENTRIES) // max(1, queue_depth)))
 
 
 def _stop_loader(loader: Loader, owner_pid: int) -> None:
@@ -139,10 +137,10 @@ def _claim_slot(loader: Loader, sid: int, who: str) -> Worker:
         time.sleep(0.02)
 
 
-def _entry_item(entry: Entry, make: Callable[[memoryview], Any]) -> Any:
+def _entry_item(entry: Entry, make: Callable[[memoryview], Any], what: str = "transform") -> Any:
     """``make(data)`` of a completed entry, then the entry released; raises
     LoadError for a failed load and BufferError if the item still views the
-    shared memory."""
+    shared memory (``what`` names ``make`` in that message)."""
     try:
         entry.raise_for_error()
         data = entry.data
@@ -155,7 +153,7 @@ def _entry_item(entry: Entry, make: Callable[[memoryview], Any]) -> Any:
         except BufferError as e:
             raise BufferError(
                 f"asyncload.torch: the item made from {entry.path!r} still refers to the "
-                "file's shared-memory buffer, which is only valid during the transform; "
+                f"file's shared-memory buffer, which is only valid during the {what}; "
                 "copy it (e.g. bytes(data), torch.frombuffer(...).clone())") from e
         return item
     finally:
@@ -164,6 +162,9 @@ def _entry_item(entry: Entry, make: Callable[[memoryview], Any]) -> Any:
                 entry.release()
             except BufferError:
                 pass  # the entry's own finalizer gives the slot back later
+
+
+_PENDING = object()
 
 
 class _Slot:
@@ -181,15 +182,19 @@ class _Slot:
 class FileDataset(_tud.Dataset):
     """A map-style Dataset over a list of files, read by an asyncload loader.
 
-    Item ``i`` is ``transform(data)``, where ``data`` is a read-only
-    memoryview of file ``i``'s bytes in shared memory, valid only during the
-    call (copy what must outlive it; returning a view of it raises
-    BufferError), or the file's ``bytes`` when ``transform`` is None.
+    Item ``i`` is ``transform(decode(data))``, where ``data`` is a read-only
+    memoryview of file ``i``'s bytes in shared memory, valid only during
+    ``decode`` (copy what must outlive it; keeping a view of it raises
+    BufferError). ``decode`` is any bytes-to-sample function (a Pillow or
+    torchvision decoder, ...); the file's slot is freed as soon as it
+    returns. With ``decode=None`` (the default) the bytes stay raw:
+    ``transform`` itself gets the view, under the same rule, and without a
+    transform the item is the file's ``bytes``.
 
     ``loader_options`` go to :class:`asyncload.Loader`: ``queue_depth``
-    (default 64), ``max_file_size`` (64 MiB), ``n_workers`` (must be at least
-    DataLoader ``num_workers + 1``; default :func:`default_n_workers`),
-    ``dispatch_n``, ``idle_iters``, ``direct``, ``root``.
+    (default 64), ``max_file_size`` (64 MiB), ``n_workers`` (default:
+    automatic, see the module's notes; if given, at least DataLoader
+    ``num_workers + 1``), ``dispatch_n``, ``idle_iters``, ``direct``, ``root``.
 
     ``start=False`` defers the loader process to the first use in this
     process (an item, ``len()``, pickling, :meth:`start`). Start it before
@@ -202,17 +207,22 @@ class FileDataset(_tud.Dataset):
     """
 
     def __init__(self, paths: Iterable[PathArg], transform: Optional[Transform] = None, *,
-                 start: bool = True, **loader_options: Any) -> None:
+                 decode: Optional[Decode] = None, start: bool = True,
+                 **loader_options: Any) -> None:
         # Requests are made with these exact strings, and completed entries
         # report the string they were requested with, which matches them up.
         self._paths: List[str] = [os.fsdecode(os.fspath(p)) for p in paths]
         self.transform = transform
+        self.decode = decode
         opts: Dict[str, Any] = {
             "queue_depth": DEFAULT_QUEUE_DEPTH,
             "max_file_size": DEFAULT_MAX_FILE_SIZE,
-            "n_workers": default_n_workers(),
         }
         opts.update(loader_options)
+        # automatic slots: any process takes any free one (see the module's notes)
+        self._auto_slots = "n_workers" not in loader_options
+        if self._auto_slots:
+            opts["n_workers"] = auto_n_workers(opts["queue_depth"])
         if opts["n_workers"] < 1:
             raise ValueError("n_workers must be at least 1 (the main process's slot)")
         self._options = opts
@@ -276,7 +286,7 @@ class FileDataset(_tud.Dataset):
         return self._closed
 
     def __enter__(self) -> "FileDataset":
-        if self._owner and os.getpid() == self._owner_pid:
+        if self._reads_async and self._owner and os.getpid() == self._owner_pid:
             self.start()
         return self
 
@@ -284,8 +294,14 @@ class FileDataset(_tud.Dataset):
         self.close()
 
     @property
-    def loader(self) -> Loader:
+    def async_loader(self) -> Loader:
         """The running :class:`asyncload.Loader` (started if need be)."""
+        return self._live_loader()
+
+    @property
+    def loader(self) -> Any:
+        """The same as :attr:`async_loader` (ImageFolder gives ``loader``
+        torchvision's meaning instead)."""
         return self._live_loader()
 
     def _live_loader(self) -> Loader:
@@ -300,8 +316,10 @@ class FileDataset(_tud.Dataset):
 
     def __getstate__(self) -> Dict[str, Any]:
         # The loader must run before its handle can travel; the copy attaches
-        # to this same loader instead of making one.
-        self._live_loader()
+        # to this same loader instead of making one. (A dataset that reads by
+        # path, ImageFolder with a custom loader=, needs none.)
+        if self._reads_async:
+            self._live_loader()
         state = self.__dict__.copy()
         state["_owner"] = False
         state["_slot"] = None
@@ -315,6 +333,26 @@ class FileDataset(_tud.Dataset):
 
     # -- worker slot of this process ---------------------------------------
 
+    # subclasses that read by path (no loader process) set this False
+    _reads_async = True
+
+    def _claim_any(self, loader: Loader, preferred: int) -> Worker:
+        """Automatic slots: ``preferred`` if free, else the next free one."""
+        n = loader.n_workers
+        for k in range(n):
+            worker = loader.get_worker_context((preferred + k) % n)
+            try:
+                worker.claim()
+                return worker
+            except OSError as e:
+                if e.errno != errno.EBUSY:
+                    raise
+        raise RuntimeError(
+            f"asyncload.torch: all {n} worker slots are held by live processes; more "
+            f"DataLoader workers than that? pass n_workers=num_workers + 1 (at most "
+            f"{int(lib.ASYNCLOAD_MAX_ENTRIES) // loader.queue_depth} at queue_depth="
+            f"{loader.queue_depth})")
+
     def _claim(self) -> _Slot:
         slot = self._slot
         pid = os.getpid()
@@ -323,6 +361,10 @@ class FileDataset(_tud.Dataset):
         loader = self._live_loader()
         info = _tud.get_worker_info()
         last = loader.n_workers - 1
+        if self._auto_slots:
+            slot = _Slot(self._claim_any(loader, last if info is None else info.id % (last + 1)))
+            self._slot = slot
+            return slot
         if info is None:
             sid = last
         else:
@@ -342,7 +384,8 @@ class FileDataset(_tud.Dataset):
     def worker(self) -> Worker:
         """The :class:`asyncload.Worker` slot this process reads through
         (claimed on first access): DataLoader worker k's is slot k, the main
-        process's is slot ``n_workers - 1``."""
+        process's is slot ``n_workers - 1`` (with automatic slots, the next
+        free one if that one is held)."""
         return self._claim().worker
 
     # -- items -------------------------------------------------------------
@@ -355,15 +398,25 @@ class FileDataset(_tud.Dataset):
     def __len__(self) -> int:
         return len(self._paths)
 
-    def _make_item(self, data: memoryview, index: int) -> Any:
-        """The item for ``index`` from its file's bytes (subclasses add targets)."""
-        if self.transform is None:
-            return bytes(data)
-        return self.transform(data)
+    def _make_item(self, sample: Any, index: int) -> Any:
+        """The item for ``index`` from its sample (subclasses add targets)."""
+        return sample
 
-    def _convert(self, entry: Entry, index: int) -> Any:
-        """Run _make_item on a completed entry and hand the entry back."""
-        return _entry_item(entry, lambda data: self._make_item(data, index))
+    def _read_entry(self, entry: Entry) -> Any:
+        """What a completed entry becomes while it is held: ``decode(data)``,
+        or with no decode the transform's result (or bytes); then the entry
+        goes back."""
+        if self.decode is not None:
+            return _entry_item(entry, self.decode, "decode")
+        if self.transform is not None:
+            return _entry_item(entry, self.transform)
+        return _entry_item(entry, bytes)
+
+    def _finish(self, value: Any, index: int) -> Any:
+        """The item from what _read_entry gave (the transform, when decoded)."""
+        if self.decode is not None and self.transform is not None:
+            value = self.transform(value)
+        return self._make_item(value, index)
 
     def __getitem__(self, index: int) -> Any:
         return self.__getitems__([index])[0]
@@ -371,10 +424,12 @@ class FileDataset(_tud.Dataset):
     def __getitems__(self, indices: Sequence[int]) -> List[Any]:
         """The items of a whole batch, in the order of ``indices``.
 
-        Requests as many files as the queue has free entries, converts each
+        Requests as many files as the queue has free entries, decodes each
         as it completes, and refills the queue, so reads overlap each other
-        and the transforms. The first failure is raised once every request
-        of the batch has completed (so none leaks into the next batch).
+        and decoding. Transforms of decoded samples run in index order, as
+        soon as every earlier item of the batch is decoded. The first failure
+        is raised once every request of the batch has completed (so none
+        leaks into the next batch).
         """
         idx = [operator.index(i) for i in indices]
         paths = [self._paths[i] for i in idx]
@@ -387,6 +442,8 @@ class FileDataset(_tud.Dataset):
             # Tags are positions in the batch, so a file named twice (sampling
             # with replacement) still lands each copy in its own place.
             failure: Optional[BaseException] = None
+            ready: List[Any] = [_PENDING] * n  # read, not finished yet
+            nxt = 0  # items before this one are finished
             # closing(): an interrupt (Ctrl-C, loader gone) still collects what
             # was asked for, so the next batch starts with an empty queue.
             with closing(fill(slot.worker, paths, who="asyncload.torch")) as entries:
@@ -395,7 +452,11 @@ class FileDataset(_tud.Dataset):
                         entry.release()
                         continue
                     try:
-                        out[entry.tag] = self._convert(entry, idx[entry.tag])
+                        ready[entry.tag] = self._read_entry(entry)
+                        while nxt < n and ready[nxt] is not _PENDING:
+                            out[nxt] = self._finish(ready[nxt], idx[nxt])
+                            ready[nxt] = None
+                            nxt += 1
                     except Exception as e:
                         failure = e
             if failure is not None:
@@ -408,88 +469,18 @@ class FileDataset(_tud.Dataset):
         return f"<{type(self).__name__} {len(self._paths)} files, {state}>"
 
 
-def find_classes(root: PathArg) -> Tuple[List[str], Dict[str, int]]:
-    """The class folders of ``root``, sorted, and their indices (torchvision's rule)."""
-    classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
-    if not classes:
-        raise FileNotFoundError(errno.ENOENT, "no class folder found", os.fsdecode(root))
-    return classes, {c: i for i, c in enumerate(classes)}
-
-
-def _has_extension(path: str, extensions: Tuple[str, ...]) -> bool:
-    return path.lower().endswith(extensions)
-
-
-class ImageFolder(FileDataset):
-    """The torchvision folder layout, read through asyncload.
-
-    ``root/<class>/**/<file>``: class folders sorted by name give the
-    targets 0..C-1; files with one of ``extensions`` (case-insensitive;
-    default :data:`IMG_EXTENSIONS`) or accepted by ``is_valid_file`` are the
-    samples, sorted. Item ``i`` is ``(transform(data), target)``, ``data``
-    being the raw file bytes as in :class:`FileDataset` (decode them in the
-    transform, e.g. with :func:`decode_image`).
-
-    Attributes as torchvision's: ``classes``, ``class_to_idx``, ``samples``
-    (list of ``(path, target)``), ``targets``, ``imgs``.
-    """
-
-    def __init__(self, root: PathArg, transform: Optional[Transform] = None,
-                 target_transform: Optional[Callable[[int], Any]] = None, *,
-                 extensions: Optional[Tuple[str, ...]] = None,
-                 is_valid_file: Optional[Callable[[str], bool]] = None,
-                 allow_empty: bool = False, start: bool = True,
-                 **loader_options: Any) -> None:
-        if extensions is not None and is_valid_file is not None:
-            raise ValueError("give either extensions or is_valid_file, not both")
-        if is_valid_file is None:
-            exts = tuple(e.lower() for e in (extensions or IMG_EXTENSIONS))
-
-            def is_valid_file(path: str) -> bool:
-                return _has_extension(path, exts)
-
-        self.root = os.fsdecode(os.fspath(root))
-        self.classes, self.class_to_idx = find_classes(self.root)
-        self.target_transform = target_transform
-        samples: List[Tuple[str, int]] = []
-        empty: List[str] = []
-        for cls in self.classes:
-            target = self.class_to_idx[cls]
-            before = len(samples)
-            cls_dir = os.path.join(self.root, cls)
-            for dirpath, _dirs, fnames in sorted(os.walk(cls_dir, followlinks=True)):
-                for fname in sorted(fnames):
-                    path = os.path.join(dirpath, fname)
-                    if is_valid_file(path):
-                        samples.append((path, target))
-            if len(samples) == before:
-                empty.append(cls)
-        if empty and not allow_empty:
-            raise FileNotFoundError(
-                errno.ENOENT,
-                f"no valid file in class folder(s) {', '.join(empty)} "
-                "(pass allow_empty=True to keep them)", self.root)
-        self.samples = samples
-        self.targets = [t for _, t in samples]
-        super().__init__([p for p, _ in samples], transform, start=start, **loader_options)
-
-    @property
-    def imgs(self) -> List[Tuple[str, int]]:
-        return self.samples
-
-    def _make_item(self, data: memoryview, index: int) -> Tuple[Any, Any]:
-        sample = bytes(data) if self.transform is None else self.transform(data)
-        target: Any = self.targets[index]
-        if self.target_transform is not None:
-            target = self.target_transform(target)
-        return sample, target
+# FileStream (in _stream) and ImageFolder (in _imagefolder) build on this
+# module: looked up on first use, so either module can be imported first
+# (spawn workers unpickle them by their own module's name).
+_IMAGEFOLDER_NAMES = ("IMG_EXTENSIONS", "ImageFolder", "decode_image", "default_loader",
+                      "find_classes", "pil_loader")
 
 
 def __getattr__(name: str) -> Any:
-    # FileStream lives in _stream, which builds on this module's helpers: a
-    # lazy re-export works whichever of the two is imported first (spawn
-    # workers unpickle asyncload._stream.FileStream before this module).
     if name == "FileStream":
         from ._stream import FileStream
         return FileStream
+    if name in _IMAGEFOLDER_NAMES:
+        from . import _imagefolder
+        return getattr(_imagefolder, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

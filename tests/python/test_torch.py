@@ -301,7 +301,8 @@ def test_image_folder(tmp_path: Any) -> None:
             p.write_bytes(data)
             content[str(p)] = data
     (root / "stray.jpg").write_bytes(b"not in a class folder")
-    with ImageFolder(str(root), n_workers=1) as ds:
+    # decode=None: raw bytes (these are not images); test_imagefolder.py has the decoding
+    with ImageFolder(str(root), decode=None, n_workers=1) as ds:
         assert ds.classes == ["bird", "cat", "dog"]
         assert ds.class_to_idx == {"bird": 0, "cat": 1, "dog": 2}
         rel = [(os.path.relpath(p, root), t) for p, t in ds.samples]
@@ -311,7 +312,7 @@ def test_image_folder(tmp_path: Any) -> None:
         got = [item for batch in DataLoader(ds, batch_size=2, shuffle=True, collate_fn=_keep)
                for item in batch]
         assert sorted(got) == sorted((content[p], t) for p, t in ds.samples)
-    with ImageFolder(root, transform=len, target_transform=lambda t: -t,
+    with ImageFolder(root, transform=len, target_transform=lambda t: -t, decode=None,
                      extensions=(".txt",), allow_empty=True, n_workers=1) as ds:
         assert [os.path.basename(p) for p, _ in ds.samples] == ["notes.txt"]
         assert ds[0] == (len(content[str(root / "cat" / "notes.txt")]), -1)
