@@ -290,11 +290,10 @@ def test_arguments_and_errors(tmp_path: Any) -> None:
 
 
 def test_stream_carries_the_dataset(scripts: Any) -> None:
-    stream_mod = pytest.importorskip("asyncload._stream")
     root = scripts[0]
     ds = ImageFolder(root, target_transform=lambda t: t * 10, start=False)
-    st = ds.stream(shuffle=False)
-    assert isinstance(st, stream_mod.FileStream)
+    st = ds.stream(shuffle=False, ordered=True)
+    assert isinstance(st, at.FileStream)
     got = list(st)
     assert [t for _, t in got] == [t * 10 for t in ds.targets]
     assert all(isinstance(im, Image.Image) and im.mode == "RGB" for im, _ in got)
@@ -354,4 +353,4 @@ def test_two_dataloaders_at_once_and_the_main_process_need_no_setting(scripts: A
             assert ds[0] == first
         want = [ds[i] for i in range(len(ds))]
         assert got_a == want and got_b == want
-        assert ds.async_loader.n_workers == at.default_n_workers()
+        assert ds.async_loader.n_workers == at.auto_n_workers()
