@@ -14,7 +14,6 @@ on first use, since this module subclasses ``asyncload.torch.FileDataset``).
 from __future__ import annotations
 
 import errno
-import inspect
 import io
 import os
 import sys
@@ -174,18 +173,6 @@ def find_classes(root: PathArg) -> Tuple[List[str], Dict[str, int]]:
     return classes, {c: i for i, c in enumerate(classes)}
 
 
-class _Decoded:
-    """decode, then transform, as one transform (picklable for spawn workers)."""
-
-    def __init__(self, decode: Decode, transform: Optional[Transform]) -> None:
-        self.decode = decode
-        self.transform = transform
-
-    def __call__(self, data: memoryview) -> Any:
-        sample = self.decode(data)
-        return sample if self.transform is None else self.transform(sample)
-
-
 _DEFAULT: Any = object()  # decode= not given
 
 
@@ -337,10 +324,7 @@ class ImageFolder(FileDataset):
         IterableDataset that shuffles and shards by itself), with this
         dataset's transform, decode, targets (after target_transform) and
         loader options; ``kwargs`` add to or override FileStream's."""
-        try:
-            from ._stream import FileStream  # type: ignore[import-not-found]
-        except ImportError as e:
-            raise NotImplementedError("asyncload.torch.FileStream is not available") from e
+        from ._stream import FileStream
         if not self._reads_async:
             raise ValueError("stream() reads through asyncload; this ImageFolder has a "
                              f"path loader ({self._path_loader!r}); use decode= instead")
@@ -350,13 +334,8 @@ class ImageFolder(FileDataset):
         # n_workers is not passed on: FileStream sizes its slots per rank itself
         opts = {k: v for k, v in self._options.items() if k != "n_workers"}
         opts.update(kwargs)
-        transform: Any = self.transform
-        if "decode" in inspect.signature(FileStream).parameters:
-            opts.setdefault("decode", self.decode)
-        elif self.decode is not None:
-            # a FileStream without decode=: its transform gets the view, so decode there
-            transform = _Decoded(self.decode, self.transform)
-        return FileStream(self.paths, transform, targets=targets, **opts)
+        opts.setdefault("decode", self.decode)
+        return FileStream(self.paths, self.transform, targets=targets, **opts)
 
     def __repr__(self) -> str:
         lines = [f"Dataset {type(self).__name__} (asyncload)",

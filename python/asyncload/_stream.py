@@ -230,10 +230,12 @@ class FileStream(_tud.IterableDataset):
 
     ``FileStream(paths, transform=None, *, targets=None, shuffle=True, seed=0,
     drop_last=False, ordered=False, on_error="raise", num_workers=None,
-    start=True, **loader_options)``
+    start=True, decode=None, **loader_options)``
 
     Each sample is ``transform(data)`` (``data``: a read-only view of the
     file's bytes, valid during the call) or the file's ``bytes``; with
+    ``decode`` (a bytes-to-sample function, as on FileDataset and ImageFolder)
+    it is ``transform(decode(data))``; with
     ``targets`` (one per path) it is ``(sample, targets[i])``.
 
     * **Order and sharding**: epoch ``e``'s order is the permutation of
@@ -276,6 +278,7 @@ class FileStream(_tud.IterableDataset):
                  *, targets: Optional[Sequence[Any]] = None, shuffle: bool = True, seed: int = 0,
                  drop_last: bool = False, ordered: bool = False, on_error: str = "raise",
                  num_workers: Optional[int] = None, start: bool = True,
+                 decode: Optional[Callable[[memoryview], Any]] = None,
                  **loader_options: Any) -> None:
         self._paths: List[str] = [os.fsdecode(os.fspath(p)) for p in paths]
         if targets is not None:
@@ -288,6 +291,7 @@ class FileStream(_tud.IterableDataset):
             raise ValueError("num_workers must be >= 0")
         self.targets: Optional[List[Any]] = targets
         self.transform = transform
+        self.decode = decode
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
         self.drop_last = bool(drop_last)
@@ -508,7 +512,12 @@ class FileStream(_tud.IterableDataset):
         return self._worker
 
     def _make_item(self, data: memoryview, index: int) -> Any:
-        sample = bytes(data) if self.transform is None else self.transform(data)
+        if self.decode is not None:
+            sample = self.decode(data)
+            if self.transform is not None:
+                sample = self.transform(sample)
+        else:
+            sample = bytes(data) if self.transform is None else self.transform(data)
         if self.targets is None:
             return sample
         return sample, self.targets[index]
