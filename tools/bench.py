@@ -233,6 +233,8 @@ def contenders(args, have_asyncload, have_ceiling):
         for q in args.depths:
             out.append(dict(base, name=f"asyncload-qd{q}", qd=q))
         q = max(args.depths)
+        # the thread engine (what runs where io_uring is refused), same depth
+        out.append(dict(base, name=f"asyncload-threads-qd{q}", qd=q, engine="threads"))
         out.append(dict(base, name=f"asyncload-proto", qd=q, dispatch_n=8, idle_iters=100,
                         group="asyncload-extra"))
         out.append(dict(base, name=f"asyncload-direct", qd=q, direct=True,

@@ -79,6 +79,9 @@ def contenders(args):
     out += [dict(name=f"cpool-{t}", kind="cpool", threads=t, inflight=t) for t in args.cpool]
     out += [dict(name=f"asyncload-qd{q}", kind="asyncload", procs=args.procs, qd=q,
                  inflight=args.procs * q) for q in args.depths]
+    q = 64 if 64 in args.depths else max(args.depths)
+    out.append(dict(name=f"asyncload-threads-qd{q}", kind="asyncload", procs=args.procs, qd=q,
+                    inflight=args.procs * q, engine="threads"))
     return out
 
 
