@@ -36,6 +36,7 @@ extern "C" {
 #define ASYNCLOAD_HANDLE_MAX       128u           /* handle string, with NUL */
 #define ASYNCLOAD_MAX_IDLE_ITERS   20000u         /* one idle poll waits 50 us: at most 1 s */
 #define ASYNCLOAD_MAX_THREADS      16u
+#define ASYNCLOAD_MAX_CACHE_BYTES  (1ull << 40)   /* 1 TiB of cache (address space) */
 
 /* The length that means "to the end of the file" (asyncload_worker_submit(),
  * asyncload_worker_request_range()): not a length, a marker. It is the one
@@ -75,6 +76,12 @@ struct asyncload_options {
 	                         * never more than n_workers */
 	uint32_t engine;        /* enum asyncload_engine; the environment variable
 	                         * ASYNCLOAD_ENGINE=io_uring|threads overrides AUTO */
+	uint64_t cache_bytes;   /* 0: no cache. Else the loader keeps the bytes of the
+	                         * loads it reads, in shared memory, until this many
+	                         * bytes are used, and answers a later request for the
+	                         * same path, offset and length from there (no I/O, no
+	                         * copy). Never evicts; assumes files do not change
+	                         * while the loader runs (a new loader starts empty). */
 };
 
 /* What asyncload_option_info() says of one field of struct asyncload_options:
@@ -101,7 +108,7 @@ int  asyncload_option_info(unsigned index, struct asyncload_option_info *info);
 
 /* Fills *opts with the defaults: queue_depth 64, max_file_size 64 MiB,
  * n_workers 1, dispatch_n 1, idle_iters 0, direct false, root NULL,
- * n_threads 0 (automatic). */
+ * n_threads 0 (automatic), engine auto, cache_bytes 0 (no cache). */
 void asyncload_options_init(struct asyncload_options *opts);
 
 /* ---- loader ------------------------------------------------------------ */
@@ -159,6 +166,20 @@ asyncload_loader *asyncload_loader_free(asyncload_loader *l);
 /* The options the region was created with (root as its resolved real path,
  * valid while the handle lives). */
 int  asyncload_loader_get_options(const asyncload_loader *l, struct asyncload_options *opts);
+
+/* What the loader did so far, counted in the shared region (any attached
+ * process reads the same numbers). */
+struct asyncload_stats {
+	uint64_t hits;               /* requests answered from the cache */
+	uint64_t misses;             /* requests the cache could not answer (0 without one) */
+	uint64_t bytes_from_storage; /* bytes of successful loads read from files */
+	uint64_t bytes_from_cache;   /* bytes of loads answered from the cache */
+	uint64_t cache_bytes_used;   /* cache bytes handed out (never more than cache_bytes) */
+	uint64_t cache_bytes;        /* the option */
+};
+
+/* Fills *st; -EINVAL for NULL arguments. */
+int  asyncload_loader_stats(const asyncload_loader *l, struct asyncload_stats *st);
 
 /* ---- worker ------------------------------------------------------------ */
 

@@ -5,7 +5,7 @@
  *
  * One region (an unnamed memfd) per loader:
  *
- *   [al_header][al_worker_shm x n_workers][al_entry_shm x n_entries][data buffers]
+ *   [al_header][al_worker_shm x n_workers][al_entry_shm x n_entries][data buffers][cache]
  *
  * Each worker owns queue_depth entries and two single-producer/single-consumer
  * rings of entry indices: requests (worker -> loader) and completions
@@ -27,7 +27,7 @@
 #define ASYNCLOAD_EXPORT __attribute__((visibility("default")))
 
 #define AL_MAGIC    0x64616f6c636e7961ull /* "asyncload" */
-#define AL_VERSION  2u
+#define AL_VERSION  3u
 #define AL_CACHELINE 64u
 #define AL_PAGE     4096u
 
@@ -105,6 +105,8 @@ struct al_header {
 	uint64_t entry_stride;
 	uint64_t data_off;
 	uint64_t data_stride;
+	uint64_t cache_off;      /* the cache area (cache.c), cache_bytes long */
+	uint64_t cache_bytes;
 
 	int32_t creator_pid, creator_fd;
 	uint32_t confined;       /* loads resolve beneath root[] (openat2) */
@@ -120,6 +122,12 @@ struct al_header {
 	uint32_t engine_opt;     /* enum asyncload_engine asked for */
 	_Atomic uint32_t engine; /* the one that runs, once the loader started */
 	char engine_reason[160]; /* why: written before state leaves NEW */
+	/* asyncload_loader_stats(); written by the loader threads only */
+	_Alignas(AL_CACHELINE) _Atomic uint64_t st_hits;
+	_Atomic uint64_t st_misses;
+	_Atomic uint64_t st_bytes_storage;
+	_Atomic uint64_t st_bytes_cache;
+	_Atomic uint64_t st_cache_used;
 	struct al_bell bells[AL_MAX_THREADS];
 };
 
@@ -151,7 +159,9 @@ struct al_entry_shm {
 	uint64_t length;         /* ASYNCLOAD_WHOLE_FILE or a range length */
 	uint64_t tag;            /* the caller's, returned untouched */
 	uint64_t size;
-	int64_t data_rel;        /* buffer address minus this entry's address */
+	int64_t data_rel;        /* data address minus this entry's address: its own
+	                          * buffer, or cached bytes after a cached load (the
+	                          * loader sets it back when it takes the next request) */
 	uint32_t data_skew;      /* O_DIRECT: bytes between buffer and data */
 	uint32_t _pad;
 	char path[ASYNCLOAD_PATH_MAX];
@@ -210,6 +220,13 @@ static inline uint32_t al_entry_index(const struct al_header *h, const struct al
 static inline char *al_entry_buffer(struct al_entry_shm *e)
 {
 	return (char *)e + e->data_rel;
+}
+
+/* Entry idx's own buffer, from the layout: the loader writes only where it
+ * computed itself, never where a word in shared memory points. */
+static inline char *al_entry_own_buffer(const struct al_header *h, uint32_t idx)
+{
+	return (char *)h + h->data_off + (uint64_t)idx * h->data_stride;
 }
 
 /* options.c */

@@ -57,6 +57,7 @@ struct start_gate {
 struct loader_thread {
 	asyncload_loader *l;
 	const struct al_engine_ops *engine;
+	struct al_cache *cache;
 	struct start_gate *gate;
 	int region_fd;
 	pid_t parent;
@@ -88,6 +89,7 @@ static void *loader_thread_main(void *arg)
 	struct loader_thread *t = arg;
 	struct start_gate *g = t->gate;
 	int r = al_loop_init(&t->lp, t->l, t->engine, t->region_fd, t->tid);
+	t->lp.cache = t->cache;
 	pthread_mutex_lock(&g->lock);
 	if (r < 0 && !g->failed) {
 		g->failed = true;
@@ -169,14 +171,17 @@ static int loader_run(asyncload_loader *l, pid_t parent)
 	uint32_t n = h->n_threads ? h->n_threads : 1;
 	struct loader_thread *ts = NULL;
 	struct start_gate gate = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+	struct al_cache *cache = NULL;
+	if (r >= 0)
+		r = al_cache_new(&cache, h);
 	if (r >= 0) {
 		ts = calloc(n, sizeof(*ts));
 		r = ts ? 0 : -ENOMEM;
 	}
 	if (r >= 0) {
 		for (uint32_t i = 0; i < n; i++) {
-			ts[i] = (struct loader_thread){.l = l, .engine = engine, .gate = &gate, .region_fd = lock_fd,
-			                               .parent = parent, .tid = i};
+			ts[i] = (struct loader_thread){.l = l, .engine = engine, .cache = cache, .gate = &gate,
+			                               .region_fd = lock_fd, .parent = parent, .tid = i};
 		}
 		/* thread 0 is the calling thread */
 		for (uint32_t i = 1; i < n; i++) {
@@ -192,6 +197,7 @@ static int loader_run(asyncload_loader *l, pid_t parent)
 			}
 		}
 		int r0 = al_loop_init(&ts[0].lp, l, engine, lock_fd, 0);
+		ts[0].lp.cache = cache;
 		pthread_mutex_lock(&gate.lock);
 		if (r0 < 0 && !gate.failed) {
 			gate.failed = true;
@@ -224,6 +230,7 @@ static int loader_run(asyncload_loader *l, pid_t parent)
 				pthread_join(ts[i].thread, NULL);
 	}
 	free(ts);
+	al_cache_free(cache); /* every loop has ended: no thread looks it up */
 	if (r < 0) {
 		atomic_store(&h->start_error, r);
 		uint32_t expected = AL_STATE_NEW;

@@ -72,6 +72,10 @@ void al_loop_complete(struct loop *lp, uint32_t idx, int err, uint64_t size)
 		r->phase = PH_AWAIT_TRIM;
 		return;
 	}
+	if (r->cache_res) { /* not kept (an error): the room goes back */
+		al_cache_unreserve(lp->cache, r->cache_res, r->cache_len, true);
+		r->cache_res = 0;
+	}
 	e->error = err;
 	e->size = err ? 0 : size;
 	e->data_skew = err ? 0 : r->skew;
@@ -129,6 +133,8 @@ static uint32_t pull_requests(struct loop *lp)
 			if (e->open_off >= ASYNCLOAD_PATH_MAX)
 				e->open_off = 0;
 			memset(r, 0, sizeof(*r));
+			/* a cached answer pointed the entry elsewhere; this load is its own */
+			e->data_rel = al_entry_own_buffer(h, idx) - (char *)e;
 			r->slot = -1;
 			r->fd = -1;
 			r->direct = h->direct;
@@ -183,6 +189,9 @@ static void abandon_in_flight(struct loop *lp)
 		if (r->phase == PH_IDLE)
 			continue;
 		r->trim_pending = false;
+		if (r->cache_res) /* a stalled read may still write there */
+			al_cache_unreserve(lp->cache, r->cache_res, r->cache_len, false);
+		r->cache_res = 0;
 		al_loop_complete(lp, idx, -ESHUTDOWN, 0);
 	}
 	wake_touched(lp);

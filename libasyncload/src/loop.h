@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include "cache.h"
 #include "engine.h"
 #include "internal.h"
 #include "mounts.h"
@@ -45,6 +46,8 @@ struct req {
 	uint64_t target;   /* bytes to read from file_off */
 	uint64_t got;
 	uint64_t last_ask;
+	uint64_t cache_res;  /* region offset of its cache reservation, 0 if none */
+	uint64_t cache_len;
 	int32_t done_err;  /* the answer, while PH_AWAIT_TRIM */
 	uint64_t done_size;
 	struct statx stx;
@@ -61,6 +64,7 @@ struct loop {
 	struct al_header *h;
 	struct al_engine eng;
 	struct al_mounts *mounts; /* which filesystems may block */
+	struct al_cache *cache;   /* the loader's, shared by its threads; NULL: none */
 	struct req *reqs;
 	uint32_t total;
 	struct fifo new_q, slot_q, free_slots;

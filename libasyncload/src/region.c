@@ -83,7 +83,9 @@ ASYNCLOAD_EXPORT int asyncload_loader_new(asyncload_loader **ret, const struct a
 	/* One byte more than the limit tells "too large" apart from "exactly the
 	 * limit"; one page more leaves room for O_DIRECT alignment of ranges. */
 	uint64_t data_stride = round_up(opts->max_file_size + 1, AL_PAGE) + AL_PAGE;
-	uint64_t size = data_off + (uint64_t)total * data_stride;
+	/* The cache is address space only, like the buffers: committed as it fills. */
+	uint64_t cache_off = round_up(data_off + (uint64_t)total * data_stride, AL_PAGE);
+	uint64_t size = cache_off + round_up(opts->cache_bytes, AL_PAGE);
 	if (size > (1ull << 46)) { /* beyond what a process can map */
 		free(root);
 		return -ENOMEM;
@@ -136,6 +138,8 @@ ASYNCLOAD_EXPORT int asyncload_loader_new(asyncload_loader **ret, const struct a
 	h->entry_stride = entry_stride;
 	h->data_off = data_off;
 	h->data_stride = data_stride;
+	h->cache_off = cache_off;
+	h->cache_bytes = opts->cache_bytes;
 	h->creator_pid = getpid();
 	h->creator_fd = fd;
 	if (root) {
@@ -145,8 +149,7 @@ ASYNCLOAD_EXPORT int asyncload_loader_new(asyncload_loader **ret, const struct a
 	}
 	for (uint32_t i = 0; i < total; i++) {
 		struct al_entry_shm *e = al_entry_at(h, i);
-		char *buf = (char *)h + data_off + (uint64_t)i * data_stride;
-		e->data_rel = buf - (char *)e;
+		e->data_rel = al_entry_own_buffer(h, i) - (char *)e;
 	}
 	atomic_store(&h->state, AL_STATE_NEW);
 	l->creator = getpid();
@@ -250,6 +253,21 @@ ASYNCLOAD_EXPORT int asyncload_loader_get_options(const asyncload_loader *l, str
 	o->root = l->root;
 	o->n_threads = h->n_threads;
 	o->engine = h->engine_opt;
+	o->cache_bytes = h->cache_bytes;
+	return 0;
+}
+
+ASYNCLOAD_EXPORT int asyncload_loader_stats(const asyncload_loader *l, struct asyncload_stats *st)
+{
+	if (!l || !st)
+		return -EINVAL;
+	struct al_header *h = l->hdr;
+	st->hits = atomic_load_explicit(&h->st_hits, memory_order_relaxed);
+	st->misses = atomic_load_explicit(&h->st_misses, memory_order_relaxed);
+	st->bytes_from_storage = atomic_load_explicit(&h->st_bytes_storage, memory_order_relaxed);
+	st->bytes_from_cache = atomic_load_explicit(&h->st_bytes_cache, memory_order_relaxed);
+	st->cache_bytes_used = atomic_load_explicit(&h->st_cache_used, memory_order_relaxed);
+	st->cache_bytes = h->cache_bytes;
 	return 0;
 }
 

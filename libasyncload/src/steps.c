@@ -50,6 +50,14 @@ static const char *open_path(struct loop *lp, uint32_t idx)
 	return e->path + e->open_off;
 }
 
+/* Where this request's bytes go: its cache reservation, else the entry's
+ * own buffer. */
+static char *req_buffer(struct loop *lp, uint32_t idx)
+{
+	struct req *r = &lp->reqs[idx];
+	return r->cache_res ? (char *)lp->h + r->cache_res : al_entry_own_buffer(lp->h, idx);
+}
+
 static uint8_t async_flag(const struct req *r)
 {
 	return r->remote ? AL_OPF_ASYNC : 0;
@@ -89,7 +97,7 @@ static void read_next(struct loop *lp, uint32_t idx, uint8_t extra_flags)
 		ask = (ask + AL_PAGE - 1) & ~(AL_PAGE - 1);
 	r->last_ask = ask;
 	struct al_op op = {.kind = AL_OP_READ, .idx = idx, .fd = r->fd, .slot = r->slot,
-	                   .buf = al_entry_buffer(entry_of(lp, idx)) + r->got, .len = ask,
+	                   .buf = req_buffer(lp, idx) + r->got, .len = ask,
 	                   .off = r->file_off + r->got};
 	op.flags = (uint8_t)(async_flag(r) | extra_flags | (lp->async_reads ? AL_OPF_ASYNC : 0));
 	al_loop_submit(lp, &op);
@@ -160,7 +168,7 @@ static void trim_entry(struct loop *lp, uint32_t idx, uint64_t will_use)
 	uint64_t had = lp->committed[idx];
 	if (had <= keep + AL_TRIM_SLACK || lp->committed_total <= AL_TRIM_BUDGET)
 		return;
-	uint64_t buf_off = (uint64_t)(al_entry_buffer(entry_of(lp, idx)) - (char *)lp->h);
+	uint64_t buf_off = (uint64_t)(al_entry_own_buffer(lp->h, idx) - (char *)lp->h);
 	struct al_op op = {.kind = AL_OP_TRIM, .idx = idx, .fd = lp->region_fd, .off = buf_off + keep,
 	                   .len = had - keep};
 	al_loop_submit(lp, &op);
@@ -168,6 +176,25 @@ static void trim_entry(struct loop *lp, uint32_t idx, uint64_t will_use)
 	lp->committed[idx] = keep;
 	lp->committed_total -= had - keep;
 	lp->reqs[idx].trim_pending = true;
+}
+
+/*
+ * With a cache that has room, the file is read straight into it (no copy
+ * later); only loads of a known size are kept, since a /proc-style file may
+ * read up to the limit. A second plan (O_DIRECT refused) reserves anew.
+ */
+static void reserve_cache(struct loop *lp, uint32_t idx)
+{
+	struct req *r = &lp->reqs[idx];
+	if (r->cache_res) {
+		al_cache_unreserve(lp->cache, r->cache_res, r->cache_len, true);
+		r->cache_res = 0;
+	}
+	if (!lp->cache || !r->size_known || r->target == 0)
+		return;
+	/* O_DIRECT wants page-aligned memory; cache lines keep small files dense */
+	r->cache_res = al_cache_reserve(lp->cache, r->target, r->direct ? AL_PAGE : AL_CACHELINE);
+	r->cache_len = r->cache_res ? r->target : 0;
 }
 
 /* The file's type and size are known: decide what to read, or fail. */
@@ -211,7 +238,8 @@ static int plan_read(struct loop *lp, uint32_t idx)
 		r->target = r->want;
 	}
 	r->got = 0;
-	trim_entry(lp, idx, r->target);
+	reserve_cache(lp, idx);
+	trim_entry(lp, idx, r->cache_res ? 0 : r->target);
 	return 0;
 }
 
@@ -222,15 +250,24 @@ static void finish_read(struct loop *lp, uint32_t idx)
 	if (size > r->want)
 		size = r->want; /* O_DIRECT rounding, or a file that grew */
 	uint64_t touched = (r->got + AL_PAGE - 1) & ~(uint64_t)(AL_PAGE - 1);
-	if (touched > lp->committed[idx]) {
+	if (r->cache_res) {
+		/* kept: the answer points at the cached bytes */
+		struct al_entry_shm *e = entry_of(lp, idx);
+		al_cache_insert(lp->cache, open_path(lp, idx), e->offset, e->length, r->cache_res, r->cache_len,
+		                r->cache_res + r->skew, size);
+		e->data_rel = req_buffer(lp, idx) - (char *)e;
+		r->cache_res = 0;
+	} else if (touched > lp->committed[idx]) {
 		lp->committed_total += touched - lp->committed[idx];
 		lp->committed[idx] = touched;
 	}
 	close_file(lp, r);
-	if (!r->size_known && size > lp->h->max_file_size)
+	if (!r->size_known && size > lp->h->max_file_size) {
 		al_loop_complete(lp, idx, -EFBIG, 0);
-	else
-		al_loop_complete(lp, idx, 0, size);
+		return;
+	}
+	atomic_fetch_add_explicit(&lp->h->st_bytes_storage, size, memory_order_relaxed);
+	al_loop_complete(lp, idx, 0, size);
 }
 
 /* Buffered I/O where O_DIRECT is refused (tmpfs, procfs, odd alignments). */
@@ -449,9 +486,23 @@ static bool open_from_cache(struct loop *lp, uint32_t idx)
 	return true;
 }
 
+/* Kept from an earlier load: the entry points at the cached bytes. */
+static bool answer_from_cache(struct loop *lp, uint32_t idx)
+{
+	struct al_entry_shm *e = entry_of(lp, idx);
+	uint64_t data_off, size;
+	if (!al_cache_lookup(lp->cache, open_path(lp, idx), e->offset, e->length, &data_off, &size))
+		return false;
+	e->data_rel = (char *)lp->h + data_off - (char *)e;
+	al_loop_complete(lp, idx, 0, size);
+	return true;
+}
+
 void al_steps_start(struct loop *lp, uint32_t idx)
 {
 	struct req *r = &lp->reqs[idx];
+	if (lp->cache && answer_from_cache(lp, idx))
+		return;
 	if (lp->h->confined)
 		r->remote = al_mounts_may_block_at(lp->mounts, lp->h->root);
 	else

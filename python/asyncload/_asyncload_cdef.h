@@ -17,6 +17,7 @@
 #define ASYNCLOAD_HANDLE_MAX ...
 #define ASYNCLOAD_MAX_IDLE_ITERS ...
 #define ASYNCLOAD_MAX_THREADS ...
+#define ASYNCLOAD_MAX_CACHE_BYTES ...
 #define ASYNCLOAD_WHOLE_FILE ...
 
 /* pid_t is not one of cffi's built-in types; let the compiler size it. */
@@ -39,6 +40,16 @@ struct asyncload_options {
 	const char *root;
 	uint32_t n_threads;
 	uint32_t engine;
+	uint64_t cache_bytes;
+};
+
+struct asyncload_stats {
+	uint64_t hits;
+	uint64_t misses;
+	uint64_t bytes_from_storage;
+	uint64_t bytes_from_cache;
+	uint64_t cache_bytes_used;
+	uint64_t cache_bytes;
 };
 
 void asyncload_options_init(struct asyncload_options *opts);
@@ -70,6 +81,7 @@ int  asyncload_loader_shutdown(asyncload_loader *l);
 int  asyncload_loader_status(asyncload_loader *l);
 asyncload_loader *asyncload_loader_free(asyncload_loader *l);
 int  asyncload_loader_get_options(const asyncload_loader *l, struct asyncload_options *opts);
+int  asyncload_loader_stats(const asyncload_loader *l, struct asyncload_stats *st);
 
 int  asyncload_worker_get(asyncload_loader *l, uint32_t id, asyncload_worker **ret);
 asyncload_worker *asyncload_worker_free(asyncload_worker *w);
