@@ -143,8 +143,19 @@ class Loader:
     def stats(self) -> Dict[str, Any]:
         """What the loader says of itself, as a dict: ``engine`` (the one that
         runs) and ``engine_reason`` (why: "asked for", or why io_uring could
-        not be used, so a slower engine is never chosen silently)."""
-        return {"engine": self.engine, "engine_reason": self.engine_reason}
+        not be used, so a slower engine is never chosen silently); and what
+        it did so far, counted in shared memory (every attached process
+        sees the same): ``hits`` and ``misses`` of the cache (misses stay 0
+        without one), ``bytes_from_storage`` (of successful loads read from
+        files), ``bytes_from_cache``, ``cache_bytes_used`` (handed out, at
+        most ``cache_bytes``) and ``cache_bytes``."""
+        st = ffi.new("struct asyncload_stats *")
+        check_error(lib.asyncload_loader_stats(self._live(), st))
+        out: Dict[str, Any] = {"engine": self.engine, "engine_reason": self.engine_reason}
+        for name in ("hits", "misses", "bytes_from_storage", "bytes_from_cache",
+                     "cache_bytes_used", "cache_bytes"):
+            out[name] = int(getattr(st, name))
+        return out
 
     @property
     def options(self) -> Dict[str, Any]:

@@ -162,7 +162,7 @@ class _Progress:
 
 def run_load(directory: str, ext: Optional[str], workers: int, queue_depth: int,
              direct: bool, verify: bool, start_method: str,
-             max_file_size: Optional[int] = None) -> int:
+             max_file_size: Optional[int] = None, cache_bytes: int = 0) -> int:
     """The `load` command; returns the process exit status.
 
     Prints what was loaded, what failed (by errno name) and, with --verify,
@@ -195,7 +195,7 @@ def run_load(directory: str, ext: Optional[str], workers: int, queue_depth: int,
     t_first: List[float] = []
     t_last: List[float] = []
     with Loader(queue_depth=queue_depth, max_file_size=max_file_size,
-                n_workers=workers, direct=direct) as loader:
+                n_workers=workers, direct=direct, cache_bytes=cache_bytes) as loader:
         procs = [
             ctx.Process(target=_worker_main, name=f"asyncload-worker-{i}",
                         args=(loader.get_worker_context(i), paths[i::workers], verify,
@@ -341,6 +341,23 @@ def _positive(text: str) -> int:
     return v
 
 
+def _size(text: str) -> int:
+    """Bytes, with an optional K, M, G or T suffix (powers of 1024)."""
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    t = text.strip().upper()
+    for suffix in ("B", "I"):  # 4GiB, 4GB, 4G, 8B
+        if t.endswith(suffix):
+            t = t[:-1]
+    unit = t[-1:] if t[-1:] in units else ""
+    try:
+        v = int(float(t[:len(t) - len(unit)]) * units[unit])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="asyncload", description="io_uring file loader for ML pipelines")
@@ -360,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="compare every byte with a plain read")
     load.add_argument("--start-method", choices=methods, default="spawn",
                       help="how worker processes start (default: spawn)")
+    load.add_argument("--cache", type=_size, default=0, metavar="BYTES",
+                      help="keep up to BYTES of what is read in shared memory (e.g. 4G; "
+                           "default 0: no cache)")
 
     demo = sub.add_parser("demo", help="load --verify a generated 2000-file dataset")
     demo.add_argument("--workers", type=_positive, default=2)
@@ -378,7 +398,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "load":
             return run_load(args.dir, args.ext, args.workers, args.queue_depth,
                             args.direct, args.verify, args.start_method,
-                            args.max_file_size)
+                            args.max_file_size, args.cache)
         return run_demo(args.workers, args.queue_depth, args.start_method)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
