@@ -163,7 +163,8 @@ struct al_entry_shm {
 	                          * buffer, or cached bytes after a cached load (the
 	                          * loader sets it back when it takes the next request) */
 	uint32_t data_skew;      /* O_DIRECT: bytes between buffer and data */
-	uint32_t _pad;
+	uint32_t inline_answer;  /* 1: answered by the loop itself, no engine round trip (from the page
+	                          * cache or the loader's cache, steps.c): the binding's queue window */
 	char path[ASYNCLOAD_PATH_MAX];
 };
 
@@ -185,7 +186,6 @@ struct asyncload_worker {
 	uint32_t *req_ring, *cmp_ring;
 	uint32_t id;
 	uint32_t gen;
-	uint32_t free_hint;
 	_Atomic uint32_t in_flight;
 	struct al_bell *bell;    /* of the loader thread serving this worker */
 	pthread_mutex_t lock;    /* process-local: threads of one process */

@@ -306,6 +306,7 @@ int al_loop_init(struct loop *lp, asyncload_loader *l, const struct al_engine_op
 		return -ENOMEM;
 	lp->async_reads = getenv("ASYNCLOAD_ASYNC_READS") != NULL;
 	lp->cached_lookup = getenv("ASYNCLOAD_NO_CACHED_LOOKUP") == NULL;
+	lp->inline_reads = !lp->async_reads && getenv("ASYNCLOAD_NO_INLINE_READ") == NULL;
 	return 0;
 }
 

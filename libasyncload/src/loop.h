@@ -78,6 +78,7 @@ struct loop {
 	uint32_t idle_polls;
 	bool cached_lookup;     /* the inline openat2(RESOLVE_CACHED) works here */
 	bool async_reads;       /* ASYNCLOAD_ASYNC_READS: reads forced off the loop */
+	bool inline_reads;      /* cached files read inline (RWF_NOWAIT); ASYNCLOAD_NO_INLINE_READ=1 turns off */
 	bool stopping;
 	bool abandoned;         /* stopped with ops still out (stalled storage) */
 	uint64_t stop_deadline; /* stopping: answer what is still out by then */

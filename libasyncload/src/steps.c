@@ -25,6 +25,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -243,7 +244,8 @@ static int plan_read(struct loop *lp, uint32_t idx)
 	return 0;
 }
 
-static void finish_read(struct loop *lp, uint32_t idx)
+/* The read is over and the file closed (or its close queued): answer. */
+static void answer_read(struct loop *lp, uint32_t idx)
 {
 	struct req *r = &lp->reqs[idx];
 	uint64_t size = r->got > r->skew ? r->got - r->skew : 0;
@@ -261,13 +263,18 @@ static void finish_read(struct loop *lp, uint32_t idx)
 		lp->committed_total += touched - lp->committed[idx];
 		lp->committed[idx] = touched;
 	}
-	close_file(lp, r);
 	if (!r->size_known && size > lp->h->max_file_size) {
 		al_loop_complete(lp, idx, -EFBIG, 0);
 		return;
 	}
 	atomic_fetch_add_explicit(&lp->h->st_bytes_storage, size, memory_order_relaxed);
 	al_loop_complete(lp, idx, 0, size);
+}
+
+static void finish_read(struct loop *lp, uint32_t idx)
+{
+	close_file(lp, &lp->reqs[idx]);
+	answer_read(lp, idx);
 }
 
 /* Buffered I/O where O_DIRECT is refused (tmpfs, procfs, odd alignments). */
@@ -413,6 +420,36 @@ void al_steps_on_completion(struct loop *lp, const struct al_completion *c)
 }
 
 /*
+ * A file opened by the cached shortcut whose pages are cached too is read
+ * right here with preadv2(RWF_NOWAIT) and closed at once: one copy and no
+ * engine round trip (SQE, CQE, a CLOSE op), so a cached file costs the
+ * loader about what it costs a plain reader. RWF_NOWAIT fails with EAGAIN
+ * instead of waiting for the device, and a read that stops short (pages
+ * missing, a size-0 /proc file) leaves the rest to the engine from where
+ * it stopped. Never O_DIRECT, which always goes to the device. Returns true
+ * once the request is answered.
+ */
+static bool read_inline(struct loop *lp, uint32_t idx)
+{
+	struct req *r = &lp->reqs[idx];
+	if (r->direct || !lp->inline_reads)
+		return false;
+	size_t ask = r->target > AL_READ_CHUNK ? AL_READ_CHUNK : (size_t)r->target;
+	struct iovec iov = {.iov_base = req_buffer(lp, idx), .iov_len = ask};
+	ssize_t n = preadv2(r->fd, &iov, 1, (off_t)r->file_off, RWF_NOWAIT);
+	if (n < 0)
+		return false; /* EAGAIN: not cached; EOPNOTSUPP, errors: the engine reads and says */
+	r->got = (uint64_t)n;
+	if (n != 0 && r->got < r->target)
+		return false;
+	close(r->fd);
+	r->fd = -1;
+	entry_of(lp, idx)->inline_answer = 1;
+	answer_read(lp, idx);
+	return true;
+}
+
+/*
  * The fast path for a file whose lookup the kernel can answer from its
  * caches: a synchronous openat2() with RESOLVE_CACHED (it fails with EAGAIN
  * rather than wait for the disk, like io_uring's own inline open) and fstat,
@@ -480,6 +517,8 @@ static bool open_from_cache(struct loop *lp, uint32_t idx)
 		return true;
 	}
 	r->fd = fd;
+	if (read_inline(lp, idx))
+		return true;
 	r->slot = (int32_t)al_fifo_pop(&lp->free_slots);
 	read_next(lp, idx, 0);
 	r->phase = PH_READ;
@@ -494,6 +533,7 @@ static bool answer_from_cache(struct loop *lp, uint32_t idx)
 	if (!al_cache_lookup(lp->cache, open_path(lp, idx), e->offset, e->length, &data_off, &size))
 		return false;
 	e->data_rel = (char *)lp->h + data_off - (char *)e;
+	e->inline_answer = 1;
 	al_loop_complete(lp, idx, 0, size);
 	return true;
 }

@@ -273,8 +273,11 @@ ASYNCLOAD_EXPORT int asyncload_worker_submit(asyncload_worker *w, const char *pa
 	uint32_t qd = h->queue_depth, base = w->id * qd;
 	struct al_entry_shm *e = NULL;
 	uint32_t local = 0;
+	/* The lowest free entry, not the next in turn: a worker that keeps few
+	 * loads in flight then cycles few buffers, which stay in the loader's
+	 * CPU cache (a cached file is one copy into them). */
 	for (uint32_t n = 0; n < qd; n++) {
-		local = (w->free_hint + n) % qd;
+		local = n;
 		struct al_entry_shm *c = al_entry_at(h, base + local);
 		if (atomic_load_explicit(&c->state, memory_order_acquire) == AL_ENTRY_FREE) {
 			e = c;
@@ -285,13 +288,13 @@ ASYNCLOAD_EXPORT int asyncload_worker_submit(asyncload_worker *w, const char *pa
 		pthread_mutex_unlock(&w->lock);
 		return -EAGAIN;
 	}
-	w->free_hint = (local + 1) % qd;
 	atomic_store_explicit(&e->state, AL_ENTRY_QUEUED, memory_order_relaxed);
 	AL_FAULT("submit.marked");
 	e->gen = w->gen;
 	e->error = 0;
 	e->size = 0;
 	e->data_skew = 0;
+	e->inline_answer = 0;
 	e->offset = offset;
 	e->length = length;
 	e->tag = tag;

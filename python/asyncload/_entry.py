@@ -17,7 +17,8 @@ import errno
 import gc
 import operator
 import sys
-from typing import TYPE_CHECKING, Any, Optional
+import weakref
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional
 
 from . import _state
 from ._lowlevel import LoadError, ffi, lib, strerror
@@ -25,8 +26,10 @@ from ._lowlevel import LoadError, ffi, lib, strerror
 if TYPE_CHECKING:
     from ._worker import Worker
 
-__all__ = ["Entry"]
+__all__ = ["Entry", "LiveEntries"]
 
+_new = object.__new__
+_ref = weakref.ref
 _NOT_REGULAR = "Not a regular file (FIFO, socket or device)"
 _FS_ENCODING = sys.getfilesystemencoding()
 _FS_ERRORS = sys.getfilesystemencodeerrors()
@@ -51,6 +54,42 @@ def _has_derived_views(view: memoryview) -> bool:
     del refs
     # held by: `view`, the local name `mbuf`, getrefcount's argument
     return sys.getrefcount(mbuf) > 3
+
+
+class LiveEntries:
+    """A loader's entries not yet released, held weakly, for close() to walk.
+
+    Weak references without callbacks in a dict keyed by id(), each entry
+    removing its own in release(): a WeakSet costs about twice as much per
+    entry (a Python-level add and a removal callback at death), and this runs
+    once per file.
+    """
+
+    __slots__ = ("_refs",)
+
+    def __init__(self) -> None:
+        self._refs: Dict[int, "weakref.ref[Entry]"] = {}
+
+    def add(self, entry: "Entry") -> None:
+        self._refs[id(entry)] = weakref.ref(entry)
+
+    def discard(self, entry: "Entry") -> None:
+        ref = self._refs.get(id(entry))
+        if ref is not None and ref() is entry:
+            del self._refs[id(entry)]
+
+    def __iter__(self) -> Iterator["Entry"]:
+        live: List[Entry] = []
+        for key, ref in list(self._refs.items()):
+            e = ref()
+            if e is None:
+                self._refs.pop(key, None)  # died held (a derived view kept it from release)
+            else:
+                live.append(e)
+        return iter(live)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def _field(slot: str, doc: str) -> Any:
@@ -85,6 +124,26 @@ class Entry:
         self._view: Optional[memoryview] = None
         self._released = False
         worker._loader._entries.add(self)
+
+    @classmethod
+    def _from_fields(cls, worker: "Worker", ptr: Any, path: str, size: int, offset: int,
+                     tag: int, error: int) -> "Entry":
+        """An entry whose fields the caller already has (fill(): one C call a
+        batch, the path from the request), without __init__'s C calls."""
+        self = _new(cls)
+        self._ptr = ptr
+        self._worker = worker
+        self._gen = worker._gen
+        self._pid = _state.pid
+        self._path = path
+        self._size = size
+        self._offset = offset
+        self._tag = tag
+        self._error = error
+        self._view = None
+        self._released = False
+        worker._loader._entries._refs[id(self)] = _ref(self)  # LiveEntries.add, inlined
+        return self
 
     # -- metadata ---------------------------------------------------------
 
@@ -131,21 +190,22 @@ class Entry:
         with BufferError: copy what must outlive the entry.
         Raises :class:`LoadError` for a failed load.
         """
-        self._check_usable()
         view = self._view
-        if view is None:
-            if self._size == 0:
-                view = memoryview(b"")
-            else:
-                # The data pointer carries a reference to the loader's
-                # handle: even a view that outlives close() (a derived one
-                # that release() could not revoke) keeps the region mapped,
-                # so stale views read stale bytes, never unmapped memory.
-                keep = self._worker._loader._cptr
-                ptr = ffi.gc(lib.asyncload_entry_data(self._ptr),
-                             lambda _p, _keep=keep: None)
-                view = memoryview(ffi.buffer(ptr, self._size)).toreadonly()
-            self._view = view
+        if view is not None and not self._released:
+            return view
+        if self._released or self._error:
+            self._check_usable()
+        if self._size == 0:
+            view = memoryview(b"")
+        else:
+            # The data pointer carries a reference to the loader's handle
+            # (the loader's keep_region callback holds it): even a view that
+            # outlives close() (a derived one that release() could not
+            # revoke) keeps the region mapped, so stale views read stale
+            # bytes, never unmapped memory.
+            ptr = ffi.gc(lib.asyncload_entry_data(self._ptr), self._worker._loader._keep_region)
+            view = memoryview(ffi.buffer(ptr, self._size)).toreadonly()
+        self._view = view
         return view
 
     def get_data(self) -> bytes:
@@ -187,10 +247,13 @@ class Entry:
         with _state.entry_lock:
             if self._released:
                 return
-            self._revoke_view()
+            if self._view is not None:
+                self._revoke_view()
             self._released = True
             ptr, self._ptr = self._ptr, None
         w = self._worker
+        # LiveEntries.discard, inlined (once per file): a live entry's id is its own
+        w._loader._entries._refs.pop(id(self), None)
         if (self._pid == _state.pid and w._gen == self._gen and w._ptr is not None
                 and w._loader._cptr is not None and w._loader._c.alive):
             lib.asyncload_entry_release(ptr)

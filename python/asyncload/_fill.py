@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import TYPE_CHECKING, Iterable, Iterator, List, Optional, Set, Tuple, Union
+import sys
+from typing import TYPE_CHECKING, Dict, Iterable, Iterator, Optional, Tuple, Union
 
 from ._entry import Entry
 from ._lowlevel import PathArg, check_error, ffi, lib
-from ._state import encode_request
+from ._state import WHOLE_FILE, encode_request
 
 if TYPE_CHECKING:
     from ._worker import Worker
@@ -27,11 +28,24 @@ __all__ = ["LoadRequest", "fill"]
 LoadRequest = Union[PathArg, Tuple[PathArg, int, Optional[int]]]
 
 
-def _encode_item(item: LoadRequest) -> Tuple[bytes, int, int]:
+# loads kept in flight while the loader answers from the page cache (see fill)
+WARM_WINDOW = int(os.environ.get("ASYNCLOAD_WARM_WINDOW", "8"))
+
+_FS_ENCODING = sys.getfilesystemencoding()
+_FS_ERRORS = sys.getfilesystemencodeerrors()
+
+
+def _encode_item(item: LoadRequest) -> Tuple[bytes, int, int, str]:
+    """(path bytes, offset, length, the path as Entry.path gives it)."""
+    if type(item) is str and item and "\0" not in item:
+        # the common case, without encode_request's type dispatch
+        return item.encode(_FS_ENCODING, _FS_ERRORS), 0, WHOLE_FILE, item
     if isinstance(item, tuple):
         path, offset, length = item
-        return encode_request(path, offset, length)
-    return encode_request(item)
+        raw, off, n = encode_request(path, offset, length)
+    else:
+        raw, off, n = encode_request(item)
+    return raw, off, n, os.fsdecode(raw)
 
 
 def fill(worker: "Worker", items: Iterable[LoadRequest], *, timeout: Optional[float] = None,
@@ -47,37 +61,57 @@ def fill(worker: "Worker", items: Iterable[LoadRequest], *, timeout: Optional[fl
     """
     it = iter(items)
     depth = worker.loader.queue_depth
-    # Refill in bursts once half the queue has drained, not one request per
-    # completion: the loader then wakes once per burst and answers it in one
-    # batch, instead of the two processes taking turns per file.
-    low_water = depth // 2
+    # How many loads to keep in flight. Storage latency needs the whole
+    # queue; loads the loader answers inline (from the page cache or its
+    # own cache: the entry's inline_answer) have no latency to hide, and a
+    # full queue would only cycle more buffers than the CPU caches hold: the
+    # loader's copy into a buffer not in its cache costs it 30-40 % more. So
+    # the window shrinks to WARM_WINDOW after a queue's worth of inline
+    # answers in a row and is the whole queue again at the first load that
+    # was not.
+    small = min(depth, WARM_WINDOW)
+    window = depth
+    hits = 0
     wptr = worker._handle()
     submit = lib.asyncload_worker_submit
+    release = lib.asyncload_entry_release
+    fields = lib.al_py_entry_fields
+    make = worker._entry_type._from_fields
     out = ffi.new("asyncload_entry *[]", depth)
-    waiting: Set[int] = set()  # tags queued and not answered yet
+    fbuf = ffi.new("uint64_t[]", 5 * depth)
+    # tags queued and not answered yet -> the path each entry reports, known
+    # here already, so no entry decodes its path from shared memory
+    waiting: Dict[int, str] = {}
     index = 0
-    pending: Optional[Tuple[bytes, int, int]] = None  # encoded, not yet queued
+    pending: Optional[Tuple[bytes, int, int, str]] = None  # encoded, not yet queued
     exhausted = False
-    batch: List[Optional[Entry]] = []
+    got = handed = 0  # entries of the current batch, and how many were yielded
     try:
         while True:
-            if len(waiting) <= low_water:
-                while not exhausted:
+            # Refill in bursts once half the window has drained, not one
+            # request per completion: the loader then wakes once per burst
+            # and answers it in one batch.
+            if len(waiting) <= window // 2:
+                while not exhausted and len(waiting) < window:
                     if pending is None:
                         try:
                             item = next(it)
                         except StopIteration:
                             exhausted = True
                             break
-                        pending = _encode_item(item)
-                    raw, off, n = pending
+                        if type(item) is str and item and "\0" not in item:
+                            # _encode_item's common case, inlined (once per file)
+                            pending = (item.encode(_FS_ENCODING, _FS_ERRORS), 0, WHOLE_FILE, item)
+                        else:
+                            pending = _encode_item(item)
+                    raw, off, n, path = pending
                     rc = submit(wptr, raw, off, n, index)
                     if rc < 0:
                         if rc == -errno.EAGAIN:
                             break
-                        check_error(rc, os.fsdecode(raw))
+                        check_error(rc, path)
                     pending = None
-                    waiting.add(index)
+                    waiting[index] = path
                     index += 1
             if not waiting:
                 if exhausted:
@@ -85,28 +119,41 @@ def fill(worker: "Worker", items: Iterable[LoadRequest], *, timeout: Optional[fl
                 raise RuntimeError(
                     f"{who}: no free entry and none in flight; release the entries it "
                     "yields (e.g. `with entry:`) before taking more")
+            got = handed = 0
             got = worker._wait_into(out, min(len(waiting), depth), timeout)
-            batch = [worker._entry_type(worker, out[i]) for i in range(got)]
-            for k, entry in enumerate(batch):
-                batch[k] = None  # from here on the caller (or the release below) owns it
-                if entry.tag in waiting:
-                    waiting.remove(entry.tag)
-                    yield entry
-                else:
-                    entry.release()
+            fields(out, got, fbuf)
+            f = ffi.unpack(fbuf, 5 * got)
+            while handed < got:
+                k = 5 * handed
+                if f[k + 4]:
+                    hits += 1
+                    if hits >= depth:
+                        window = small
+                elif not f[k + 3]:  # read by the engine (an error says nothing)
+                    hits = 0
+                    window = depth
+                tag = f[k + 2]
+                path = waiting.pop(tag, None)
+                if path is None:
+                    release(out[handed])
+                    handed += 1
+                    continue
+                entry = make(worker, out[handed], path, f[k], f[k + 1], tag, f[k + 3])
+                handed += 1  # from here on the caller owns it
+                yield entry
     finally:
         # Stopped early: entries taken but not handed out, then the loads
         # still in flight, go back so they never surface in later gets.
-        for entry in batch:
-            if entry is not None:
-                waiting.discard(entry.tag)
-                entry.release()
+        if handed < got:
+            for k in range(handed, got):
+                waiting.pop(fbuf[5 * k + 2], None)
+                release(out[k])
         while waiting:
             try:
                 got = worker._wait_into(out, min(len(waiting), depth), timeout)
             except OSError:  # LoaderClosedError, TimeoutError: nothing more will come
                 break
-            for i in range(got):
-                entry = worker._entry_type(worker, out[i])
-                waiting.discard(entry.tag)
-                entry.release()
+            fields(out, got, fbuf)
+            for k in range(got):
+                waiting.pop(fbuf[5 * k + 2], None)
+                release(out[k])

@@ -16,7 +16,7 @@ import weakref
 from typing import Any, Dict, Optional, Tuple, Union
 
 from . import _state
-from ._entry import Entry
+from ._entry import Entry, LiveEntries
 from ._lowlevel import LoaderClosedError, check_error, ffi, lib
 from ._options import OPTIONS, describe, make_options, read_options, signature
 from ._state import U32_MAX, WAIT_SLICE_MS, int_arg
@@ -79,7 +79,10 @@ class Loader:
         self._runs: list[threading.Event] = []
         self._workers: "weakref.WeakValueDictionary[int, Worker]" = (
             weakref.WeakValueDictionary())
-        self._entries: "weakref.WeakSet[Entry]" = weakref.WeakSet()
+        self._entries = LiveEntries()
+        # the ffi.gc destructor of every data pointer handed out: it keeps
+        # the handle (so the mapping) alive while a view of the bytes lives
+        self._keep_region = lambda _p, _keep=self._cptr: None
         buf = ffi.new("char[]", lib.ASYNCLOAD_HANDLE_MAX)
         n = check_error(lib.asyncload_loader_handle(ptr, buf, lib.ASYNCLOAD_HANDLE_MAX))
         self._handle_str = ffi.string(buf, n).decode("ascii")
@@ -258,6 +261,7 @@ class Loader:
                     # claim reuses the bytes under that view.
                     pass
             self._cptr = None
+            self._keep_region = None  # it holds the handle: the deferred free must run
             with _state.registry_lock:
                 if _state.by_handle.get(self._handle_str) is self:
                     del _state.by_handle[self._handle_str]
