@@ -29,6 +29,13 @@ if TYPE_CHECKING:
 __all__ = ["Entry", "LiveEntries"]
 
 _new = object.__new__
+_gc = ffi.gc
+_buffer = ffi.buffer
+_entry_data = lib.asyncload_entry_data
+_entry_release = lib.asyncload_entry_release
+_CPYTHON = sys.implementation.name == "cpython"
+_referents = gc.get_referents
+_getrefcount = sys.getrefcount
 _ref = weakref.ref
 _NOT_REGULAR = "Not a regular file (FIFO, socket or device)"
 _FS_ENCODING = sys.getfilesystemencoding()
@@ -45,15 +52,15 @@ def _has_derived_views(view: memoryview) -> bool:
     its reference count tells whether any exist. Other interpreters answer
     False (no check).
     """
-    if sys.implementation.name != "cpython":
+    if not _CPYTHON:
         return False
-    refs = gc.get_referents(view)
+    refs = _referents(view)
     if len(refs) != 1:
         return False
     mbuf = refs[0]
     del refs
     # held by: `view`, the local name `mbuf`, getrefcount's argument
-    return sys.getrefcount(mbuf) > 3
+    return _getrefcount(mbuf) > 3
 
 
 class LiveEntries:
@@ -203,8 +210,8 @@ class Entry:
             # outlives close() (a derived one that release() could not
             # revoke) keeps the region mapped, so stale views read stale
             # bytes, never unmapped memory.
-            ptr = ffi.gc(lib.asyncload_entry_data(self._ptr), self._worker._loader._keep_region)
-            view = memoryview(ffi.buffer(ptr, self._size)).toreadonly()
+            ptr = _gc(_entry_data(self._ptr), self._worker._loader._keep_region)
+            view = memoryview(_buffer(ptr, self._size)).toreadonly()
         self._view = view
         return view
 
@@ -247,16 +254,22 @@ class Entry:
         with _state.entry_lock:
             if self._released:
                 return
-            if self._view is not None:
-                self._revoke_view()
+            view = self._view
+            if view is not None:
+                # _revoke_view, inlined (this runs once per file)
+                if _has_derived_views(view):
+                    self._revoke_view()  # raises BufferError with the message
+                view.release()
+                self._view = None
             self._released = True
             ptr, self._ptr = self._ptr, None
         w = self._worker
-        # LiveEntries.discard, inlined (once per file): a live entry's id is its own
-        w._loader._entries._refs.pop(id(self), None)
+        loader = w._loader
+        # LiveEntries.discard, inlined: a live entry's id is its own
+        loader._entries._refs.pop(id(self), None)
         if (self._pid == _state.pid and w._gen == self._gen and w._ptr is not None
-                and w._loader._cptr is not None and w._loader._c.alive):
-            lib.asyncload_entry_release(ptr)
+                and loader._cptr is not None and loader._c.alive):
+            _entry_release(ptr)
 
     def _invalidate(self) -> None:
         """Called by Loader.close(): drop the entry without handing it back."""
