@@ -29,7 +29,7 @@ LoadRequest = Union[PathArg, Tuple[PathArg, int, Optional[int]]]
 
 
 # loads kept in flight while the loader answers from the page cache (see fill)
-WARM_WINDOW = int(os.environ.get("ASYNCLOAD_WARM_WINDOW", "16"))
+WARM_WINDOW = 16
 
 _FS_ENCODING = sys.getfilesystemencoding()
 _FS_ERRORS = sys.getfilesystemencodeerrors()

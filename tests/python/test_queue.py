@@ -122,3 +122,37 @@ def test_byte_ranges(worker: asyncload.Worker, tmp_path: pathlib.Path) -> None:
             assert e.offset == off
             assert e.get_data() == want, (off, ln)
             assert e.size == len(want)
+
+
+def test_load_window_small_while_cached_whole_queue_after_a_miss(tmp_path: pathlib.Path) -> None:
+    # While the loader answers from the page cache, load() keeps few loads
+    # in flight (the buffers it cycles stay in the CPU cache); the first
+    # load read by the engine (a /proc file: size 0, read to EOF, never
+    # inline) brings back the whole queue. Observed through which entries
+    # are used: a worker takes the lowest free one.
+    from asyncload import _fill
+    from asyncload._lowlevel import ffi
+
+    n_warm, depth = 300, 64
+    paths = []
+    for i in range(n_warm):
+        p = tmp_path / f"f{i:03d}"
+        p.write_bytes(bytes([i % 256]) * (1000 + i))
+        p.read_bytes()  # cached
+        paths.append(str(p))
+    items = paths + ["/proc/version"] * 150
+    warm_entries, cold_entries = set(), set()
+    with asyncload.Loader(queue_depth=depth, max_file_size=1 << 20, n_workers=1) as ld:
+        w = ld.get_worker_context(0)
+        for e in w.load(items):
+            with e:
+                addr = int(ffi.cast("uintptr_t", e._ptr))
+                if e.tag < n_warm:
+                    assert e.data == bytes([e.tag % 256]) * (1000 + e.tag)
+                    if e.tag >= 200:
+                        warm_entries.add(addr)
+                else:
+                    assert e.size > 0
+                    cold_entries.add(addr)
+    assert len(warm_entries) <= _fill.WARM_WINDOW + 1, len(warm_entries)
+    assert len(cold_entries) > _fill.WARM_WINDOW + 1, len(cold_entries)
