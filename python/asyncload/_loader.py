@@ -13,7 +13,7 @@ import errno
 import os
 import threading
 import weakref
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from . import _state
 from ._entry import Entry, LiveEntries
@@ -82,7 +82,7 @@ class Loader:
         self._entries = LiveEntries()
         # the ffi.gc destructor of every data pointer handed out: it keeps
         # the handle (so the mapping) alive while a view of the bytes lives
-        self._keep_region = lambda _p, _keep=self._cptr: None
+        self._keep_region: Optional[Callable[[Any], None]] = lambda _p, _keep=self._cptr: None
         buf = ffi.new("char[]", lib.ASYNCLOAD_HANDLE_MAX)
         n = check_error(lib.asyncload_loader_handle(ptr, buf, lib.ASYNCLOAD_HANDLE_MAX))
         self._handle_str = ffi.string(buf, n).decode("ascii")
