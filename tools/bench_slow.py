@@ -138,6 +138,26 @@ def fmt_table(rows, ref):
     return "\n".join(lines)
 
 
+def chart(rows, png_path):
+    """files/s of every contender at each latency (log scale), asyncload in orange."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    lats = sorted({r["latency_ms"] for r in rows})
+    fig, axes = plt.subplots(1, len(lats), figsize=(5 * len(lats), 4.5), squeeze=False)
+    for ax, lat in zip(axes[0], lats):
+        rs = [r for r in rows if r["latency_ms"] == lat and r.get("files_s")]
+        names = [r["name"] for r in rs]
+        ax.barh(names, [r["files_s"] for r in rs],
+                color=["#ef8636" if n.startswith("asyncload") else "#3b75af" for n in names])
+        ax.set_xscale("log")
+        ax.set_title(f"{lat:g} ms per operation, cold")
+        ax.set_xlabel("files/s (log)")
+        ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=90)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -146,6 +166,7 @@ def main():
     ap.add_argument("--quick", action="store_true",
                     help="600 files, 2 ms, seq on 100 files (unless given explicitly)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--png", help="write a chart (matplotlib) here")
     ap.add_argument("--latencies", default=None, help="ms per operation (default 0.5,2,10)")
     ap.add_argument("--jitter", type=float, default=0.0, help="ms of uniform jitter")
     ap.add_argument("--threads", default="16,64,128,256", help="Python thread pools")
@@ -225,6 +246,9 @@ def main():
             f"{info.get('nproc')} cores, kernel {info.get('kernel')}\n"
             + fmt_table(rows, args.ref) + f"\n\nWall time: {wall:.0f} s\n")
     print(text)
+    if args.png:
+        chart(rows, args.png)
+        log(f"wrote {args.png}")
     log(f"wrote {json_path} in {wall:.0f} s")
 
 
