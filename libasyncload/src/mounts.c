@@ -88,8 +88,9 @@ static void clear(struct al_mounts *m)
 /*
  * Where some mount may block, the inline open resolves beneath the root of
  * the file's own (local) mount with RESOLVE_NO_XDEV. The roots are opened
- * here, once per table, so that the loader's descriptors do not grow with
- * its work; cached lookups only: the way to a mount point may itself cross
+ * here, once per table and whether or not a blocking mount exists yet, so
+ * that the loader's descriptors do not come and go with its work or with
+ * other people's FUSE mounts; cached lookups only: the way to a mount point may itself cross
  * a blocking mount. Pseudo filesystems get none (their files take the
  * engine's path).
  */
@@ -153,7 +154,9 @@ static int parse(struct al_mounts *m)
 	}
 	free(line);
 	fclose(f);
-	if (r == 0 && m->any_may_block)
+	/* Always, not only while a blocking mount exists: the loader's
+	 * descriptors then do not come and go with other people's FUSE mounts. */
+	if (r == 0)
 		open_local_roots(m);
 	return r;
 }
