@@ -54,6 +54,8 @@ struct req {
 	struct open_how how;
 };
 
+#define AL_READ_CHUNK (1u << 30) /* a read(2) moves at most ~2 GiB; stay below */
+
 struct fifo {
 	uint32_t *v;
 	uint32_t cap, head, len;
@@ -108,6 +110,20 @@ void al_loop_run(struct loop *lp);
 void al_loop_free(struct loop *lp);
 /* loader.c: SIGTERM or SIGHUP reached a spawned loader. */
 bool al_loop_stop_signalled(void);
+
+/* steps.c, for inline.c: the request's path as opened, where its bytes go,
+ * queue its next read, open flags, plan the read from stx (0 or -errno),
+ * answer a finished read. */
+const char *al_step_open_path(struct loop *lp, uint32_t idx);
+char *al_step_buffer(struct loop *lp, uint32_t idx);
+void al_step_read_next(struct loop *lp, uint32_t idx, uint8_t extra_flags);
+uint64_t al_step_open_flags(const struct req *r, bool real_fd);
+int  al_step_plan_read(struct loop *lp, uint32_t idx);
+void al_step_answer_read(struct loop *lp, uint32_t idx);
+
+/* inline.c: true once the request is answered or handed on */
+bool al_inline_from_cache(struct loop *lp, uint32_t idx);
+bool al_inline_open(struct loop *lp, uint32_t idx);
 
 /* steps.c */
 void al_steps_start(struct loop *lp, uint32_t idx);             /* a new request */

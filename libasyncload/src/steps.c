@@ -2,7 +2,9 @@
 /*
  * steps.c - the steps of one request: what happens next to a request when
  * one of its operations completes. It decides; the engine (engine.h)
- * carries the operations out, and loop.c answers the worker.
+ * carries the operations out, and loop.c answers the worker. What the loop
+ * does itself without the engine (the cached open, the inline read, answers
+ * from the cache) is in inline.c.
  *
  *   cached path: openat2(RESOLVE_CACHED) + fstat inline (both answer from
  *                the kernel's caches or fail with EAGAIN; local mounts only)
@@ -25,14 +27,12 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/uio.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "loop.h"
 #include "mounts.h"
 
-#define AL_READ_CHUNK (1u << 30) /* a read(2) moves at most ~2 GiB; stay below */
 /* An entry gives back the pages its next load will not use once they are
  * more than AL_TRIM_SLACK, and only while the thread's entries hold more
  * than AL_TRIM_BUDGET in all: punching holes and faulting the pages back in
@@ -45,7 +45,7 @@ static struct al_entry_shm *entry_of(struct loop *lp, uint32_t idx)
 	return al_entry_at(lp->h, idx);
 }
 
-static const char *open_path(struct loop *lp, uint32_t idx)
+const char *al_step_open_path(struct loop *lp, uint32_t idx)
 {
 	struct al_entry_shm *e = entry_of(lp, idx);
 	return e->path + e->open_off;
@@ -53,7 +53,7 @@ static const char *open_path(struct loop *lp, uint32_t idx)
 
 /* Where this request's bytes go: its cache reservation, else the entry's
  * own buffer. */
-static char *req_buffer(struct loop *lp, uint32_t idx)
+char *al_step_buffer(struct loop *lp, uint32_t idx)
 {
 	struct req *r = &lp->reqs[idx];
 	return r->cache_res ? (char *)lp->h + r->cache_res : al_entry_own_buffer(lp->h, idx);
@@ -84,12 +84,12 @@ static void statx_path(struct loop *lp, uint32_t idx)
 {
 	struct req *r = &lp->reqs[idx];
 	struct al_op op = {.kind = AL_OP_STATX, .flags = async_flag(r), .idx = idx, .dirfd = AT_FDCWD,
-	                   .path = open_path(lp, idx), .stx = &r->stx, .fd = -1};
+	                   .path = al_step_open_path(lp, idx), .stx = &r->stx, .fd = -1};
 	al_loop_submit(lp, &op);
 	r->phase = PH_STATX;
 }
 
-static void read_next(struct loop *lp, uint32_t idx, uint8_t extra_flags)
+void al_step_read_next(struct loop *lp, uint32_t idx, uint8_t extra_flags)
 {
 	struct req *r = &lp->reqs[idx];
 	uint64_t left = r->target - r->got;
@@ -98,13 +98,13 @@ static void read_next(struct loop *lp, uint32_t idx, uint8_t extra_flags)
 		ask = (ask + AL_PAGE - 1) & ~(AL_PAGE - 1);
 	r->last_ask = ask;
 	struct al_op op = {.kind = AL_OP_READ, .idx = idx, .fd = r->fd, .slot = r->slot,
-	                   .buf = req_buffer(lp, idx) + r->got, .len = ask,
+	                   .buf = al_step_buffer(lp, idx) + r->got, .len = ask,
 	                   .off = r->file_off + r->got};
 	op.flags = (uint8_t)(async_flag(r) | extra_flags | (lp->async_reads ? AL_OPF_ASYNC : 0));
 	al_loop_submit(lp, &op);
 }
 
-static uint64_t open_flags(const struct req *r, bool real_fd)
+uint64_t al_step_open_flags(const struct req *r, bool real_fd)
 {
 	/* O_NONBLOCK: should the path have become a FIFO since statx, opening
 	 * it still returns at once. A descriptor kept in a slot is never
@@ -120,17 +120,17 @@ static void open_file(struct loop *lp, uint32_t idx)
 	bool real_fd = confined || !lp->eng.fixed_slots;
 	/* The engine reads `how` when the op runs, not now. */
 	memset(&r->how, 0, sizeof(r->how));
-	r->how.flags = open_flags(r, real_fd);
+	r->how.flags = al_step_open_flags(r, real_fd);
 	if (confined)
 		r->how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
 	struct al_op op = {.kind = AL_OP_OPEN, .idx = idx, .dirfd = confined ? lp->root_fd : AT_FDCWD,
-	                   .path = open_path(lp, idx), .how = &r->how, .fd = -1, .slot = r->slot};
+	                   .path = al_step_open_path(lp, idx), .how = &r->how, .fd = -1, .slot = r->slot};
 	op.flags = (uint8_t)(async_flag(r) | (real_fd ? AL_OPF_REAL_FD : 0) | (confined ? 0 : AL_OPF_LINK));
 	al_loop_submit(lp, &op);
 	r->err = 0;
 	r->cqes_left = 1;
 	if (!confined) {
-		read_next(lp, idx, 0);
+		al_step_read_next(lp, idx, 0);
 		r->cqes_left = 2;
 	}
 	r->phase = PH_OPEN_READ;
@@ -199,7 +199,7 @@ static void reserve_cache(struct loop *lp, uint32_t idx)
 }
 
 /* The file's type and size are known: decide what to read, or fail. */
-static int plan_read(struct loop *lp, uint32_t idx)
+int al_step_plan_read(struct loop *lp, uint32_t idx)
 {
 	struct req *r = &lp->reqs[idx];
 	struct al_entry_shm *e = entry_of(lp, idx);
@@ -245,7 +245,7 @@ static int plan_read(struct loop *lp, uint32_t idx)
 }
 
 /* The read is over and the file closed (or its close queued): answer. */
-static void answer_read(struct loop *lp, uint32_t idx)
+void al_step_answer_read(struct loop *lp, uint32_t idx)
 {
 	struct req *r = &lp->reqs[idx];
 	uint64_t size = r->got > r->skew ? r->got - r->skew : 0;
@@ -255,9 +255,9 @@ static void answer_read(struct loop *lp, uint32_t idx)
 	if (r->cache_res) {
 		/* kept: the answer points at the cached bytes */
 		struct al_entry_shm *e = entry_of(lp, idx);
-		al_cache_insert(lp->cache, open_path(lp, idx), e->offset, e->length, r->cache_res, r->cache_len,
+		al_cache_insert(lp->cache, al_step_open_path(lp, idx), e->offset, e->length, r->cache_res, r->cache_len,
 		                r->cache_res + r->skew, size);
-		e->data_rel = req_buffer(lp, idx) - (char *)e;
+		e->data_rel = al_step_buffer(lp, idx) - (char *)e;
 		r->cache_res = 0;
 	} else if (touched > lp->committed[idx]) {
 		lp->committed_total += touched - lp->committed[idx];
@@ -274,7 +274,7 @@ static void answer_read(struct loop *lp, uint32_t idx)
 static void finish_read(struct loop *lp, uint32_t idx)
 {
 	close_file(lp, &lp->reqs[idx]);
-	answer_read(lp, idx);
+	al_step_answer_read(lp, idx);
 }
 
 /* Buffered I/O where O_DIRECT is refused (tmpfs, procfs, odd alignments). */
@@ -283,7 +283,7 @@ static void restart_buffered(struct loop *lp, uint32_t idx)
 	struct req *r = &lp->reqs[idx];
 	r->direct = false;
 	if (!lp->h->confined) {
-		int err = plan_read(lp, idx);
+		int err = al_step_plan_read(lp, idx);
 		if (err) {
 			al_loop_complete(lp, idx, err, 0);
 			return;
@@ -326,7 +326,7 @@ static void on_read(struct loop *lp, uint32_t idx, int res)
 		finish_read(lp, idx);
 		return;
 	}
-	read_next(lp, idx, 0);
+	al_step_read_next(lp, idx, 0);
 	r->phase = PH_READ;
 }
 
@@ -335,7 +335,7 @@ static void on_statx(struct loop *lp, uint32_t idx, int res)
 {
 	struct req *r = &lp->reqs[idx];
 	bool opened = r->phase == PH_FSTAT;
-	int err = res < 0 ? res : plan_read(lp, idx);
+	int err = res < 0 ? res : al_step_plan_read(lp, idx);
 	if (err) {
 		if (opened)
 			close_file(lp, r);
@@ -345,7 +345,7 @@ static void on_statx(struct loop *lp, uint32_t idx, int res)
 	if (!r->remote)
 		r->remote = al_mounts_dev_may_block(lp->mounts, makedev(r->stx.stx_dev_major, r->stx.stx_dev_minor));
 	if (opened) {
-		read_next(lp, idx, 0);
+		al_step_read_next(lp, idx, 0);
 		r->phase = PH_READ;
 	} else {
 		give_slot_or_wait(lp, idx);
@@ -419,135 +419,16 @@ void al_steps_on_completion(struct loop *lp, const struct al_completion *c)
 	}
 }
 
-/*
- * A file opened by the cached shortcut whose pages are cached too is read
- * right here with preadv2(RWF_NOWAIT) and closed at once: one copy and no
- * engine round trip (SQE, CQE, a CLOSE op), so a cached file costs the
- * loader about what it costs a plain reader. RWF_NOWAIT fails with EAGAIN
- * instead of waiting for the device, and a read that stops short (pages
- * missing, a size-0 /proc file) leaves the rest to the engine from where
- * it stopped. Never O_DIRECT, which always goes to the device. Returns true
- * once the request is answered.
- */
-static bool read_inline(struct loop *lp, uint32_t idx)
-{
-	struct req *r = &lp->reqs[idx];
-	if (r->direct || !lp->inline_reads)
-		return false;
-	size_t ask = r->target > AL_READ_CHUNK ? AL_READ_CHUNK : (size_t)r->target;
-	struct iovec iov = {.iov_base = req_buffer(lp, idx), .iov_len = ask};
-	ssize_t n = preadv2(r->fd, &iov, 1, (off_t)r->file_off, RWF_NOWAIT);
-	if (n < 0)
-		return false; /* EAGAIN: not cached; EOPNOTSUPP, errors: the engine reads and says */
-	r->got = (uint64_t)n;
-	if (n != 0 && r->got < r->target)
-		return false;
-	close(r->fd);
-	r->fd = -1;
-	entry_of(lp, idx)->inline_answer = 1;
-	answer_read(lp, idx);
-	return true;
-}
-
-/*
- * The fast path for a file whose lookup the kernel can answer from its
- * caches: a synchronous openat2() with RESOLVE_CACHED (it fails with EAGAIN
- * rather than wait for the disk, like io_uring's own inline open) and fstat,
- * then straight to the read. This skips the STATX op, which always runs on
- * an io-wq thread, and the second path walk of a later open; it roughly
- * halves the loader's CPU per cached file. Only on mounts that cannot
- * block (a FUSE or NFS open waits for the server even when the lookup is
- * cached), and with RESOLVE_NO_XDEV beneath a mount's root where other
- * mounts may block, so a symlink cannot lead into one. The open is
- * O_NONBLOCK|O_NOCTTY, so a FIFO or terminal that lies in the way is opened
- * without blocking and refused by type before any read. Returns false to
- * leave the request to the engine (not cached, no slot free, or an answer
- * only that path words canonically).
- */
-static bool open_from_cache(struct loop *lp, uint32_t idx)
-{
-	struct req *r = &lp->reqs[idx];
-	if (!lp->free_slots.len || lp->slot_q.len)
-		return false;
-	struct open_how how = {.flags = open_flags(r, true), .resolve = RESOLVE_CACHED};
-	int dfd = AT_FDCWD;
-	const char *path = open_path(lp, idx);
-	bool guarded = false;
-	if (lp->h->confined) {
-		how.resolve |= RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
-		dfd = lp->root_fd;
-		if (al_mounts_any_may_block(lp->mounts)) {
-			how.resolve |= RESOLVE_NO_XDEV;
-			guarded = true;
-		}
-	} else if (al_mounts_any_may_block(lp->mounts)) {
-		if (!al_mounts_local_root(lp->mounts, path, &dfd, &path))
-			return false;
-		how.resolve |= RESOLVE_NO_XDEV;
-		guarded = true;
-	}
-	int fd = (int)syscall(SYS_openat2, dfd, path, &how, sizeof(how));
-	if (fd < 0) {
-		switch (errno) {
-		case EXDEV:
-			if (guarded)
-				return false; /* crosses a mount: let the engine look */
-			/* fall through */
-		case ENOENT: case ENOTDIR: case ELOOP: case EACCES: case EPERM:
-		case ENAMETOOLONG: case EISDIR:
-			al_loop_complete(lp, idx, -errno, 0); /* a cached answer */
-			return true;
-		case ENOSYS: case E2BIG:
-			lp->cached_lookup = false;  /* no openat2/RESOLVE_CACHED */
-			return false;
-		default:
-			return false;               /* EAGAIN: not cached; the rest: let the engine say */
-		}
-	}
-	struct stat st;
-	int err = fstat(fd, &st) < 0 ? -errno : 0;
-	if (!err) {
-		r->stx.stx_mode = (uint16_t)st.st_mode;
-		r->stx.stx_size = (uint64_t)st.st_size;
-		err = plan_read(lp, idx);
-	}
-	if (err) {
-		close(fd);
-		al_loop_complete(lp, idx, err, 0);
-		return true;
-	}
-	r->fd = fd;
-	if (read_inline(lp, idx))
-		return true;
-	r->slot = (int32_t)al_fifo_pop(&lp->free_slots);
-	read_next(lp, idx, 0);
-	r->phase = PH_READ;
-	return true;
-}
-
-/* Kept from an earlier load: the entry points at the cached bytes. */
-static bool answer_from_cache(struct loop *lp, uint32_t idx)
-{
-	struct al_entry_shm *e = entry_of(lp, idx);
-	uint64_t data_off, size;
-	if (!al_cache_lookup(lp->cache, open_path(lp, idx), e->offset, e->length, &data_off, &size))
-		return false;
-	e->data_rel = (char *)lp->h + data_off - (char *)e;
-	e->inline_answer = 1;
-	al_loop_complete(lp, idx, 0, size);
-	return true;
-}
-
 void al_steps_start(struct loop *lp, uint32_t idx)
 {
 	struct req *r = &lp->reqs[idx];
-	if (lp->cache && answer_from_cache(lp, idx))
+	if (lp->cache && al_inline_from_cache(lp, idx))
 		return;
 	if (lp->h->confined)
 		r->remote = al_mounts_may_block_at(lp->mounts, lp->h->root);
 	else
-		r->remote = al_mounts_may_block_at(lp->mounts, open_path(lp, idx));
-	if (!r->remote && lp->cached_lookup && open_from_cache(lp, idx))
+		r->remote = al_mounts_may_block_at(lp->mounts, al_step_open_path(lp, idx));
+	if (!r->remote && lp->cached_lookup && al_inline_open(lp, idx))
 		return;
 	if (lp->h->confined)
 		give_slot_or_wait(lp, idx);
