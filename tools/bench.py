@@ -47,8 +47,8 @@ sys.path.insert(0, HERE)
 
 MiB = 1 << 20
 
-from asyncload._bench import (PageCache, cpu_self, proc_cpu, pss_kb,  # noqa: E402
-                              read_file, run_parallel, run_seq, run_threads, status_kb)
+from asyncload._contenders import (PageCache, cpu_self, proc_cpu, pss_kb,  # noqa: E402
+                                   read_file, run_parallel, run_seq, run_threads, status_kb)
 
 
 def log(msg):
@@ -98,7 +98,7 @@ class MemSampler(threading.Thread):
 # --------------------------------------------------------------------------------------------
 # contenders: these run in a child process (bench.py --child SPEC)
 
-# The contender runners are asyncload._bench's, shared with `asyncload bench`.
+# The contender runners are asyncload._contenders', shared with `asyncload bench`.
 
 def idle_probe(seconds):
     """CPU of a loader that has nothing to do, as % of one core."""
@@ -151,7 +151,7 @@ def build_ceiling(out_dir):
 
 
 class Cache(PageCache):
-    """asyncload._bench.PageCache (fadvise per file, plus drop_caches=2 as root), filling
+    """asyncload._contenders.PageCache (fadvise per file, plus drop_caches=2 as root), filling
     the cache with the C ceiling when it is built (faster than Python on 20,000 files)."""
 
     def __init__(self, paths, ceiling=None, method="auto"):

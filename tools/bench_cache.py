@@ -38,7 +38,7 @@ sys.path.insert(0, os.path.join(REPO, "python"))
 sys.path.insert(0, os.path.join(REPO, "tests", "python"))
 
 import asyncload  # noqa: E402
-from asyncload._bench import PageCache  # noqa: E402
+from asyncload._contenders import PageCache  # noqa: E402
 
 
 def make_files(root: str, n: int, size: int) -> List[str]:

@@ -113,10 +113,10 @@ def make_jpegs(root: str, n: int, seed: int, jobs: int) -> List[str]:
 # ------------------------------------------------------------------ page cache
 
 
-# asyncload._bench's evictor: fadvise(DONTNEED) per file, plus drop_caches=2 (dentries and
+# asyncload._contenders' evictor: fadvise(DONTNEED) per file, plus drop_caches=2 (dentries and
 # inodes) when root and not `--cold fadvise`. Only the dataset's data leaves the cache, never
 # the code of Python, torch and Pillow that the running workers use.
-from asyncload._bench import PageCache as CacheDropper  # noqa: E402
+from asyncload._contenders import PageCache as CacheDropper  # noqa: E402
 
 
 def decode_224(data: Any) -> Any:

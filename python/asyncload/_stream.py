@@ -9,220 +9,40 @@ the current epoch ends.
 
 Layout of the work (see ``FileStream``'s docstring for the user's view):
 
-* Order: ``torch.randperm(N)`` seeded with ``seed + epoch`` (as
-  ``DistributedSampler``), padded or cut to a multiple of the world size; rank
-  ``r`` takes every ``world``-th index from ``r``, DataLoader worker ``w`` of
-  ``W`` every ``W``-th of those from ``w``.
-* One loader per node: local rank 0 creates it and writes its handle to a file
-  in a per-job directory; the other local ranks read that file and attach.
+* Order: ``_shard`` (epoch order, rank and worker shares, resume progress).
+* One loader per node: ``_nodeloader`` (the handle file, the attach).
   Slots: local rank ``l`` owns ``per_rank`` consecutive slots, DataLoader
   worker ``k`` the ``k``-th, the main process the last.
-* Tags: ``nonce << 48 | epoch << 32 | position`` so completions left in a slot
-  by an earlier holder (a previous epoch's worker process) never match.
+* Reading: ``_readahead`` (the loop that keeps the queue full, the tags).
+
+This file owns FileStream itself: its options, lifecycle, pickling into
+DataLoader workers, epochs, ``state_dict``, slot claim and sample making.
 """
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import multiprocessing as _mp
 import multiprocessing.context as _mpctx
 import os
 import random
-import socket
-import tempfile
 import threading
-import time
 import weakref
-from collections import deque
-from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-import torch
 import torch.utils.data as _tud
 
 from ._entry import Entry
 from ._loader import Loader
-from ._lowlevel import PathArg, check_error, ffi, lib
-from ._state import encode_request
+from ._lowlevel import PathArg
+from ._nodeloader import (_ATTACH_TIMEOUT_S, _attach_published, _publish, _stop_stream,
+                          next_handle_file)
+from ._readahead import _SKIPPED, _Carry, run
+from ._shard import _Progress, _rank_len, dist_info, shard_indices
 from ._worker import Worker
 from .torch import (DEFAULT_MAX_FILE_SIZE, DEFAULT_QUEUE_DEPTH, _claim_slot, _entry_item,
-                    _stop_loader, default_n_workers)
+                    default_n_workers)
 
-__all__ = ["FileStream", "shard_indices", "dist_info"]
-
-# How long a local rank > 0 waits for local rank 0 to publish its loader.
-_ATTACH_TIMEOUT_S = 120.0
-
-_POS_BITS = 32
-_EPOCH_MASK = 0xFFFF
-_NONCE_MASK = 0xFFFF
-
-# FileStreams made with a shared node loader, in this process: the n-th one
-# of every local rank shares one handle file (ranks build them in one order).
-_node_seq = 0
-_node_seq_lock = threading.Lock()
-
-
-def dist_info() -> Tuple[int, int, int, int]:
-    """(rank, world_size, local_rank, local_world_size) of this process.
-
-    From ``torch.distributed`` when it is initialised, else from the
-    ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``LOCAL_WORLD_SIZE`` variables
-    torchrun sets, else one process. Without the LOCAL_ variables each rank
-    counts as its own node (its own loader).
-    """
-    env = os.environ
-    rank, world = 0, 1
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
-    elif "RANK" in env and "WORLD_SIZE" in env:
-        rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
-    if "LOCAL_RANK" in env and "LOCAL_WORLD_SIZE" in env and world > 1:
-        return rank, world, int(env["LOCAL_RANK"]), int(env["LOCAL_WORLD_SIZE"])
-    return rank, world, 0, 1
-
-
-def shard_indices(n: int, epoch: int, *, seed: int = 0, shuffle: bool = True,
-                  drop_last: bool = False, rank: int = 0, world_size: int = 1,
-                  worker: int = 0, num_workers: int = 1) -> List[int]:
-    """The sample indices of one rank's DataLoader worker in one epoch.
-
-    The rank's share is exactly ``DistributedSampler(shuffle, seed,
-    drop_last)``'s; the worker takes every ``num_workers``-th of it.
-    """
-    if shuffle:
-        g = torch.Generator()
-        g.manual_seed(seed + epoch)
-        order: List[int] = torch.randperm(n, generator=g).tolist()
-    else:
-        order = list(range(n))
-    if drop_last and n % world_size:
-        total = (n // world_size) * world_size
-        order = order[:total]
-    else:
-        total = -(-n // world_size) * world_size
-        pad = total - n
-        if pad and order:
-            order += (order * -(-pad // len(order)))[:pad]
-    return order[rank:total:world_size][worker::num_workers]
-
-
-def _rank_len(n: int, world: int, drop_last: bool) -> int:
-    return n // world if drop_last and n % world else -(-n // world)
-
-
-def _job_dir() -> str:
-    """The directory of this job's handle files on this node (mode 0700).
-
-    Keyed by TORCHELASTIC_RUN_ID (torchrun), else MASTER_ADDR:MASTER_PORT,
-    plus the host name, so two jobs, or two nodes sharing /tmp, never meet.
-    ASYNCLOAD_RUN_DIR replaces the base directory.
-    """
-    env = os.environ
-    run = env.get("TORCHELASTIC_RUN_ID", "")
-    key = run if run and run != "none" else (
-        f"{env.get('MASTER_ADDR', '')}:{env.get('MASTER_PORT', '')}")
-    digest = hashlib.sha1(f"{key}|{socket.gethostname()}".encode()).hexdigest()[:16]
-    base = env.get("ASYNCLOAD_RUN_DIR") or os.path.join(
-        tempfile.gettempdir(), f"asyncload-{os.getuid()}")
-    os.makedirs(base, mode=0o700, exist_ok=True)
-    path = os.path.join(base, f"job-{digest}")
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    return path
-
-
-def _publish(path: str, handle: str) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(handle)
-    os.replace(tmp, path)  # atomic: a reader sees the old file or the whole new one
-
-
-def _attach_published(path: str, timeout: float) -> Loader:
-    """Attach to the loader whose handle local rank 0 writes to ``path``.
-
-    A file left by an earlier job names a loader that is gone (attach raises
-    FileNotFoundError): keep waiting for this job's.
-    """
-    deadline = time.monotonic() + timeout
-    last: Optional[BaseException] = None
-    while True:
-        try:
-            with open(path) as f:
-                handle = f.read().strip()
-            if handle:
-                return Loader.attach(handle)
-        except (FileNotFoundError, ValueError) as e:
-            last = e
-        if time.monotonic() >= deadline:
-            raise TimeoutError(
-                errno.ETIMEDOUT,
-                f"asyncload.torch.FileStream: local rank 0 did not publish its loader "
-                f"within {timeout:.0f} s (last: {last!r}); is it building the same "
-                "FileStreams in the same order?", path)
-        time.sleep(0.05)
-
-
-def _remove_file(path: str, owner_pid: int) -> None:
-    if os.getpid() == owner_pid:
-        try:
-            os.unlink(path)
-            os.rmdir(os.path.dirname(path))  # the job's last stream: leave nothing behind
-        except OSError:
-            pass
-
-
-class _Progress:
-    """Which positions of one worker's share were handed out this epoch:
-    everything below ``low``, plus ``extra`` (completion order is close to
-    request order, so this stays small)."""
-
-    __slots__ = ("epoch", "worker", "num_workers", "size", "low", "extra")
-
-    def __init__(self, epoch: int, worker: int, num_workers: int, size: int) -> None:
-        self.epoch = epoch
-        self.worker = worker
-        self.num_workers = num_workers
-        self.size = size
-        self.low = 0
-        self.extra: set = set()
-
-    def mark(self, pos: int) -> None:
-        self.extra.add(pos)
-        while self.low in self.extra:
-            self.extra.remove(self.low)
-            self.low += 1
-
-    def done(self, pos: int) -> bool:
-        return pos < self.low or pos in self.extra
-
-
-class _Carry:
-    """Next-epoch reads a finished iteration left in flight in this process."""
-
-    __slots__ = ("epoch", "worker", "num_workers", "waiting", "ready", "count")
-
-    def __init__(self, epoch: int, worker: int, num_workers: int) -> None:
-        self.epoch = epoch
-        self.worker = worker
-        self.num_workers = num_workers
-        self.waiting: Dict[int, int] = {}   # tag -> position
-        self.ready: Dict[int, Any] = {}     # position -> item (or _SKIPPED)
-        self.count = 0                      # positions 0..count-1 were requested
-
-
-_SKIPPED = object()
-
-
-class _Failed:
-    """A next-epoch sample whose load failed: raised when its turn comes, not
-    in the middle of the epoch that happened to read it."""
-
-    __slots__ = ("exc",)
-
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
+__all__ = ["FileStream"]
 
 
 class FileStream(_tud.IterableDataset):
@@ -320,11 +140,7 @@ class FileStream(_tud.IterableDataset):
         self._closed = False
         self._handle_file: Optional[str] = None
         if self.local_world_size > 1:
-            global _node_seq
-            with _node_seq_lock:
-                seq = _node_seq
-                _node_seq += 1
-            self._handle_file = os.path.join(_job_dir(), f"stream-{seq}.handle")
+            self._handle_file = next_handle_file()
         self._finalizer: Optional[weakref.finalize] = None
         self._start_lock = threading.Lock()
         self._init_process_state()
@@ -529,7 +345,7 @@ class FileStream(_tud.IterableDataset):
         if not self._iter_lock.acquire(blocking=False):
             raise RuntimeError("asyncload.torch.FileStream: one iteration at a time per process")
         try:
-            yield from self._run()
+            yield from run(self)
         finally:
             self._iter_lock.release()
 
@@ -553,156 +369,6 @@ class FileStream(_tud.IterableDataset):
             prog.extra = set(int(p) for p in pr["done_above"])
         return epoch, wid, nw, share, prog
 
-    def _drain(self, worker: Worker, tags: Dict[int, int]) -> None:
-        """Wait for and release the loads of ``tags``."""
-        depth = worker.loader.queue_depth
-        out = ffi.new("asyncload_entry *[]", depth)
-        while tags:
-            try:
-                got = worker._wait_into(out, min(len(tags), depth), None)
-            except OSError:
-                return  # loader gone: nothing more will come
-            for i in range(got):
-                entry = worker._entry_type(worker, out[i])
-                tags.pop(entry.tag, None)
-                entry.release()
-
-    def _run(self) -> Iterator[Any]:
-        worker = self._claim()
-        epoch, wid, nw, share, prog = self._plan()
-        loader = worker.loader
-        depth = loader.queue_depth
-        low_water = depth // 2
-        window = 2 * depth  # ordered: how far requests may run ahead of the next yield
-        order = [p for p in range(len(share)) if not prog.done(p)]
-        tag_base = (self._nonce & _NONCE_MASK) << 48
-
-        def tag_of(ep: int, pos: int) -> int:
-            return tag_base | (ep & _EPOCH_MASK) << _POS_BITS | pos
-
-        waiting: Dict[int, int] = {}        # tag -> position, this epoch
-        outbox: Deque[Tuple[int, Any]] = deque()  # (position, item) to yield
-        held: Dict[int, Any] = {}           # ordered: position -> item, ahead of k
-        s = 0                               # order[:s] requested (or adopted)
-        k = 0                               # ordered: order[:k] yielded
-
-        carry, self._carry = self._carry, None
-        if carry is not None:
-            if (carry.epoch == epoch and carry.worker == wid and carry.num_workers == nw
-                    and prog.low == 0 and not prog.extra):
-                waiting.update(carry.waiting)
-                s = carry.count
-                for pos, item in carry.ready.items():
-                    if self.ordered:
-                        held[pos] = item
-                    else:
-                        outbox.append((pos, item))
-                carry = None
-                self._adopted += 1
-            else:
-                self._drain(worker, carry.waiting)
-                carry = None
-
-        # The epoch this process will most likely run next: the next one,
-        # unless it just saw the same epoch twice (set_epoch never called).
-        next_epoch = epoch if self._last_epoch == epoch else epoch + 1
-        self._last_epoch = epoch
-        ahead: Optional[_Carry] = None
-        next_share: Optional[List[int]] = None
-
-        self._progress = prog
-        wptr = worker._handle()
-        submit = lib.asyncload_worker_submit
-        paths = self._paths
-        out = ffi.new("asyncload_entry *[]", depth)
-        finished = False
-        batch: List[Optional[Entry]] = []
-        try:
-            while True:
-                # Refill in bursts once half the queue has drained (one loader
-                # wake-up per burst), before every yield: the queue stays full
-                # while the consumer collates.
-                in_flight = len(waiting) + (len(ahead.waiting) if ahead else 0)
-                if in_flight <= low_water:
-                    full = False
-                    while s < len(order) and not (self.ordered and s - k >= window):
-                        pos = order[s]
-                        raw, off, n = encode_request(paths[share[pos]])
-                        tag = tag_of(epoch, pos)
-                        rc = submit(wptr, raw, off, n, tag)
-                        if rc == -errno.EAGAIN:
-                            full = True
-                            break
-                        check_error(rc, os.fsdecode(raw))
-                        waiting[tag] = pos
-                        s += 1
-                    if not full and s >= len(order):
-                        if ahead is None or next_share is None:
-                            ahead = _Carry(next_epoch, wid, nw)
-                            next_share = self.indices(next_epoch, wid, nw)
-                        while ahead.count < min(depth, len(next_share)):
-                            pos = ahead.count
-                            raw, off, n = encode_request(paths[next_share[pos]])
-                            tag = tag_of(next_epoch, pos)
-                            rc = submit(wptr, raw, off, n, tag)
-                            if rc == -errno.EAGAIN:
-                                break
-                            check_error(rc, os.fsdecode(raw))
-                            ahead.waiting[tag] = pos
-                            ahead.count += 1
-                if self.ordered:
-                    while k < len(order) and order[k] in held:
-                        outbox.append((order[k], held.pop(order[k])))
-                        k += 1
-                if outbox:
-                    pos, item = outbox.popleft()
-                    if isinstance(item, _Failed):
-                        raise item.exc
-                    prog.mark(pos)
-                    if item is not _SKIPPED:
-                        yield item
-                    continue
-                if not waiting and s >= len(order) and not held:
-                    finished = True
-                    self._carry = ahead
-                    return
-                if not waiting and worker.in_flight == 0 and (ahead is None or not ahead.waiting):
-                    raise RuntimeError(
-                        "asyncload.torch.FileStream: no free entry and none in flight")
-                got = worker._wait_into(out, depth, None)
-                batch: List[Optional[Entry]] = [worker._entry_type(worker, out[i])
-                                                for i in range(got)]
-                for i, entry in enumerate(batch):
-                    assert entry is not None
-                    batch[i] = None
-                    tag = entry.tag
-                    pos_now = waiting.pop(tag, None)
-                    if pos_now is not None:
-                        item = self._convert(entry, share[pos_now])
-                        if self.ordered:
-                            held[pos_now] = item
-                        else:
-                            outbox.append((pos_now, item))
-                        continue
-                    pos_next = ahead.waiting.pop(tag, None) if ahead is not None else None
-                    if pos_next is not None and ahead is not None and next_share is not None:
-                        try:
-                            ahead.ready[pos_next] = self._convert(entry, next_share[pos_next])
-                        except Exception as e:  # noqa: BLE001 - its epoch raises it
-                            ahead.ready[pos_next] = _Failed(e)
-                        continue
-                    entry.release()  # left in the slot by an earlier holder
-        finally:
-            if not finished:
-                self._progress = prog
-                leftover = dict(waiting)
-                if ahead is not None:
-                    leftover.update(ahead.waiting)
-                for e in batch:  # taken from the slot, not handed out
-                    if e is not None:
-                        leftover.pop(e.tag, None)
-                        e.release()
-                self._drain(worker, leftover)
 
     def _convert(self, entry: Entry, index: int) -> Any:
         """The sample of a completed entry; a failed load raises, or with
@@ -718,10 +384,3 @@ class FileStream(_tud.IterableDataset):
             "not started" if self._loader is None else repr(self._loader))
         return (f"<FileStream {len(self._paths)} files, rank {self.rank}/{self.world_size}, "
                 f"epoch {self.epoch}, {state}>")
-
-
-def _stop_stream(loader: Loader, owner_pid: int, handle_file: Optional[str]) -> None:
-    """Finalizer of local rank 0's stream: remove the handle file, stop the loader."""
-    if handle_file is not None:
-        _remove_file(handle_file, owner_pid)
-    _stop_loader(loader, owner_pid)

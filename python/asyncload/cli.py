@@ -7,7 +7,7 @@
              plain read and fails on a mismatch or a failed load.
   demo       build a small varied dataset in a temporary folder, run
              `load --verify` on it, clean up.
-  bench DIR  every way to read DIR's files, measured on this machine (_bench.py)
+  bench DIR  every way to read DIR's files, measured on this machine (_bench.py, _contenders.py)
   info       version, engine, kernel features and limits (_sysinfo.py)
 """
 

@@ -21,7 +21,7 @@ import pytest
 
 import asyncload
 from al_testutil import fd_count, load_and_check, make_files, memfd_mappings
-from asyncload import _bench, _sysinfo, cli
+from asyncload import _bench, _contenders, _sysinfo, cli
 
 # io_uring is asked for by name only where a ring can be made (make test-py-threads
 # runs this file with the sysctl that refuses it; the thread engine runs regardless)
@@ -220,7 +220,7 @@ def test_bench_cache_row_is_all_hits(tmp_path: Any) -> None:
     paths = sorted(files)
     spec = dict(kind="asyncload", procs=2, qd=8, max_file_size=32 << 10, engine=None,
                 cache_bytes=1 << 20)
-    r = _bench.run_parallel(paths, spec)
+    r = _contenders.run_parallel(paths, spec)
     assert r["files"] == 20 and r["errors"] == 0
     assert r["bytes"] == sum(len(b) for b in files.values())
     nonempty = sum(1 for b in files.values() if b)

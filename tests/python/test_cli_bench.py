@@ -198,7 +198,7 @@ def test_bench_cold_says_how(tmp_path) -> None:
 
 @pytest.mark.skipif(shutil.which("fincore") is None, reason="util-linux fincore missing")
 def test_page_cache_drop_evicts(tmp_path) -> None:
-    from asyncload._bench import PageCache
+    from asyncload._contenders import PageCache
     files = make_files(str(tmp_path), 5, max_size=200_000)
     cache = PageCache(list(files), method="fadvise")
     cache.fill()

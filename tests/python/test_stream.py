@@ -26,7 +26,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 import asyncload
 from al_testutil import make_files
 from asyncload.torch import FileDataset, FileStream
-from asyncload._stream import shard_indices
+from asyncload._shard import shard_indices
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
