@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""mutate.py - how strong are the C tests? Puts hand-written, plausible bugs
+"""mutate.py - how strong are the tests? Puts hand-written, plausible bugs
 (mutants) into libasyncload's sources one at a time, rebuilds into a scratch
-build directory, runs the C suite and says which mutants a test killed and
-which survived.
+build directory, runs the C suite (and, for the mutants that name them or
+with --pytest, chosen pytest tests against an extension rebuilt from the
+mutated sources) and says which mutants a test killed and which survived.
 
 Each mutant finds its code by searching every libasyncload/src/*.c and *.h
 for its exact snippet, not by file name, so it keeps working while code moves
@@ -11,25 +12,40 @@ rather than guessed at. The sources are restored after every mutant (also on
 Ctrl-C or an error), and the script refuses to start while they have
 uncommitted changes, so that it never overwrites someone's work.
 
-    python3 tools/mutate.py                 # every mutant, C suite
-    python3 tools/mutate.py --list
+Each test runs in its own session; when it ends (or times out) its whole
+process group is killed, so no loader a broken test left behind slows the
+mutants after it. A mutant's run stops at its first failing test unless
+--all-tests is given.
+
+    python3 tools/mutate.py                 # the hand-written mutants, C suite
+    python3 tools/mutate.py --set fresh     # tools/mutants_fresh.py's list
+    python3 tools/mutate.py --set all --list
     python3 tools/mutate.py -m gen-check -t stale_gen   # one mutant, one test
 """
 from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 import time
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from concurrent.futures import ThreadPoolExecutor
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SRC = os.path.join(ROOT, "libasyncload", "src")
 # Tests too slow for a run per mutant, and that exercise the build, not the
 # library's behaviour.
 SKIP_TESTS = {"standalone-build"}
+# Each test's meson timeout times --timeout-multiplier, times this for the
+# tests that run long by design (reuse cycles the queue thousands of times,
+# soak runs for seconds): with 0.34 alone they time out under load on code
+# they cannot see, and a timeout counts as a kill.
+SLOW_TESTS = {"reuse": 3.0, "soak": 3.0, "crashpoints": 2.0}
 
 
 class Mutant(NamedTuple):
@@ -37,6 +53,8 @@ class Mutant(NamedTuple):
     original: str
     mutated: str
     desc: str
+    # pytest node ids that see this mutant where the C suite cannot
+    pytest: Tuple[str, ...] = ()
 
 
 MUTANTS: List[Mutant] = [
@@ -48,14 +66,17 @@ MUTANTS: List[Mutant] = [
            "if (atomic_load(&ws->waiters))\n\t\t\tal_futex_wake(&ws->cmp_tail, INT_MAX);",
            "if (0)\n\t\t\tal_futex_wake(&ws->cmp_tail, INT_MAX);",
            "the loader never wakes a worker sleeping in wait_get"),
+    # Since the step functions moved to steps.c, a refused O_DIRECT open (confined
+    # or not) goes through on_open_failed, and one refused at the first read
+    # through on_read: one mutant each.
     Mutant("no-direct-fallback",
-           "if (r->err == -EINVAL && r->direct)\n\t\t\t\trestart_buffered(lp, idx);",
-           "if (0 && r->err == -EINVAL && r->direct)\n\t\t\t\trestart_buffered(lp, idx);",
-           "O_DIRECT refused at open (unconfined) is an error, no buffered fallback"),
-    Mutant("no-direct-fallback-confined",
-           "release_slot(lp, r->slot);\n\t\t\t\tr->slot = -1;\n\t\t\t\tif (res == -EINVAL && r->direct)",
-           "release_slot(lp, r->slot);\n\t\t\t\tr->slot = -1;\n\t\t\t\tif (0 && res == -EINVAL && r->direct)",
-           "O_DIRECT refused at openat2 (confined) is an error, no buffered fallback"),
+           "if (err == -EINVAL && r->direct)\n\t\trestart_buffered(lp, idx);",
+           "if (0 && err == -EINVAL && r->direct)\n\t\trestart_buffered(lp, idx);",
+           "O_DIRECT refused at open (confined or not) is an error, no buffered fallback"),
+    Mutant("no-direct-fallback-read",
+           "if (res == -EINVAL && r->direct)\n\t\t\trestart_buffered(lp, idx);",
+           "if (0 && res == -EINVAL && r->direct)\n\t\t\trestart_buffered(lp, idx);",
+           "O_DIRECT refused at the read (EINVAL) is an error, no buffered fallback"),
     Mutant("shutdown-no-bell",
            "al_wake_all_workers(h);\n\tal_ring_all_bells(h);\n\treturn 0;",
            "al_wake_all_workers(h);\n\treturn 0;",
@@ -73,13 +94,15 @@ MUTANTS: List[Mutant] = [
            "if (state != AL_STATE_RUNNING)\n\t\treturn state;",
            "a loader that dies while stopping is never noticed"),
     Mutant("no-eof-check",
-           "bool eof = res == 0 || (r->direct && (uint64_t)res < r->last_ask);",
-           "bool eof = r->direct && (uint64_t)res < r->last_ask;",
+           "bool eof = res == 0 || direct_end;",
+           "bool eof = direct_end;",
            "a 0-byte read is not taken as the end of the file"),
     Mutant("short-read-is-eof",
-           "bool eof = res == 0 || (r->direct && (uint64_t)res < r->last_ask);",
+           "bool eof = res == 0 || direct_end;",
            "bool eof = res == 0 || (uint64_t)res < r->last_ask;",
-           "a short buffered read is taken as the end of the file"),
+           "a short buffered read is taken as the end of the file",
+           # only a filesystem that answers short reads (FUSE, NFS) shows it
+           pytest=("tests/python/test_slowfs.py::test_asyncload_loops_on_short_reads",)),
     Mutant("wrong-errno-dir",
            "if (type == S_IFDIR)\n\t\treturn -EISDIR;",
            "if (type == S_IFDIR)\n\t\treturn -EINVAL;",
@@ -113,8 +136,8 @@ MUTANTS: List[Mutant] = [
            "0;\n}",
            "requests are accepted after shutdown was asked, until the loader stops"),
     Mutant("reclaim-keeps-held",
-           "uint32_t held = AL_ENTRY_HELD;\n\t\tatomic_compare_exchange_strong(&e->state, &held, AL_ENTRY_FREE);\n\t}\n\tuint64_t deadline",
-           "uint32_t held = AL_ENTRY_HELD;\n\t\t(void)held;\n\t}\n\tuint64_t deadline",
+           "uint32_t s = AL_ENTRY_HELD;\n\t\tif (!atomic_compare_exchange_strong(&e->state, &s, AL_ENTRY_FREE)",
+           "uint32_t s = AL_ENTRY_HELD;\n\t\tif (!atomic_compare_exchange_strong(&e->state, &s, AL_ENTRY_HELD)",
            "a takeover does not free the entries the dead holder held"),
     Mutant("unknown-size-no-efbig",
            "if (!r->size_known && size > lp->h->max_file_size)",
@@ -133,6 +156,12 @@ MUTANTS: List[Mutant] = [
            "atomic_exchange(&w->bell->sleeping, 0))\n\t\t(void)0;",
            "a request does not ring the sleeping loader's doorbell"),
 ]
+
+
+def all_sets() -> Dict[str, List[Mutant]]:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from mutants_fresh import FRESH
+    return {"hand": MUTANTS, "fresh": FRESH}
 
 
 def sources() -> List[str]:
@@ -159,13 +188,28 @@ def dirty_sources() -> List[str]:
     return [line for line in out.splitlines() if line.strip()]
 
 
-def run(cmd: List[str], timeout: Optional[float] = None) -> Tuple[int, str]:
+def killpg(pid: int) -> None:
     try:
-        p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-        return p.returncode, p.stdout + p.stderr
-    except subprocess.TimeoutExpired as e:
-        out = (e.stdout or b"") + (e.stderr or b"")
-        return 124, out.decode(errors="replace") if isinstance(out, bytes) else out
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run(cmd: Sequence[str], timeout: Optional[float] = None, env: Optional[Dict[str, str]] = None,
+        cwd: str = ROOT) -> Tuple[int, str]:
+    """rc (124 on timeout) and output; the command's process group is killed
+    when it ends, so nothing it started outlives it."""
+    with tempfile.TemporaryFile() as out:
+        p = subprocess.Popen(list(cmd), cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        try:
+            rc = p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            rc = 124
+        killpg(p.pid)
+        p.wait()
+        out.seek(0)
+        return rc, out.read().decode(errors="replace")
 
 
 def setup_build(build: str) -> None:
@@ -177,49 +221,109 @@ def setup_build(build: str) -> None:
             sys.exit(f"meson setup failed:\n{out}")
 
 
-def suite_tests(build: str, only: Optional[List[str]]) -> List[str]:
-    rc, out = run(["meson", "test", "-C", build, "--list"])
+class Test(NamedTuple):
+    name: str
+    cmd: List[str]
+    env: Dict[str, str]
+    timeout: float
+
+
+def suite_tests(build: str, only: Optional[List[str]], mult: float) -> List[Test]:
+    rc, out = run(["meson", "introspect", "--tests", build])
     if rc:
-        sys.exit(f"meson test --list failed:\n{out}")
-    # lines read "c - asyncload:NAME" (newer meson) or "asyncload:c / NAME"
-    names = [line.replace(" / ", ":").split(":")[-1].strip() for line in out.splitlines()
-             if ":" in line]
-    names = [n for n in names if n not in SKIP_TESTS]
-    if only:
-        names = [n for n in names if n in only]
-    return names
+        sys.exit(f"meson introspect --tests failed:\n{out}")
+    tests = []
+    for t in json.loads(out):
+        name = t["name"]
+        if name in SKIP_TESTS or (only and name not in only):
+            continue
+        env = dict(os.environ)
+        env.update(t.get("env") or {})
+        slow = SLOW_TESTS.get(name.split("-")[0], 1.0)
+        tests.append(Test(name, t["cmd"], env, (t.get("timeout") or 30) * mult * slow))
+    # short tests first: most mutants die in one, and a run stops at its first kill
+    tests.sort(key=lambda t: t.timeout)
+    return tests
 
 
-def test_once(build: str, tests: List[str], mult: float, jobs: int) -> Tuple[str, List[str]]:
+def run_tests(tests: List[Test], jobs: int, stop_early: bool,
+              times: Optional[Dict[str, float]] = None) -> List[str]:
+    """Names of the failing tests (' (timeout)' added where it hung)."""
+    failed: List[str] = []
+
+    def one(t: Test) -> None:
+        if stop_early and failed:
+            return
+        t0 = time.monotonic()
+        rc, _ = run(t.cmd, timeout=t.timeout, env=t.env)
+        if times is not None:
+            times[t.name] = time.monotonic() - t0
+        if rc == 124:
+            failed.append(f"{t.name} (timeout)")
+        elif rc not in (0, 77):
+            failed.append(t.name)
+
+    with ThreadPoolExecutor(jobs) as ex:
+        list(ex.map(one, tests))
+    return failed
+
+
+def build_extension() -> Tuple[int, str]:
+    return run([sys.executable, os.path.join(ROOT, "python", "asyncload", "_build.py")], timeout=900)
+
+
+def run_pytest(ids: Sequence[str], timeout: float) -> List[str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.path.join(ROOT, "python") + os.pathsep + env.get("PYTHONPATH", "")
+    rc, out = run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider"] + list(ids),
+                  timeout=timeout, env=env)
+    if rc == 0:
+        return []
+    if rc == 124:
+        return ["pytest (timeout)"]
+    bad = [line.split()[1] for line in out.splitlines() if line.startswith(("FAILED ", "ERROR "))]
+    return [f"py:{b.split('::')[-1]}" for b in bad] or [f"pytest rc {rc}"]
+
+
+def test_once(build: str, tests: List[Test], jobs: int, stop_early: bool, pytest_ids: Sequence[str],
+              pytest_timeout: float) -> Tuple[str, List[str]]:
     """('killed'|'survived'|'build failed', failing tests)."""
-    rc, out = run(["meson", "compile", "-C", build], timeout=600)
+    rc, out = run(["meson", "compile", "-C", build], timeout=900)
     if rc:
         return "build failed", []
-    rc, out = run(["meson", "test", "-C", build, "--no-rebuild", "--timeout-multiplier", str(mult),
-                   "--num-processes", str(jobs)] + tests, timeout=3600)
-    failed = []
-    for line in out.splitlines():
-        for word in ("FAIL", "TIMEOUT", "ERROR"):
-            if f" {word} " in line and "asyncload:" in line:
-                failed.append(line.split("asyncload:")[1].split()[0] + f" ({word.lower()})")
-    if rc == 0:
-        return "survived", []
-    return "killed", failed or ["meson test failed"]
+    failed: List[str] = []
+    if pytest_ids:
+        # first: these are chosen because the C suite cannot see the mutant
+        rc, out = build_extension()
+        if rc:
+            return "build failed", ["extension"]
+        failed += run_pytest(pytest_ids, pytest_timeout)
+    if not (failed and stop_early):
+        failed += run_tests(tests, jobs, stop_early)
+    return ("killed", failed) if failed else ("survived", [])
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--set", choices=("hand", "fresh", "all"), default="hand",
+                    help="which list: the hand-written one here, tools/mutants_fresh.py's, or both")
     ap.add_argument("-m", "--mutant", action="append", help="only these mutants (by name)")
     ap.add_argument("-t", "--test", action="append", help="only these C tests (meson names)")
     ap.add_argument("--build", default=os.path.join(ROOT, "build-mutate"),
                     help="scratch build directory (default build-mutate)")
     ap.add_argument("--timeout-multiplier", type=float, default=0.34,
                     help="of each test's meson timeout (30-90 s): a hang is a kill, found sooner")
+    ap.add_argument("--pytest", action="append", default=[],
+                    help="a pytest node id to run against every mutant too (extension rebuilt)")
+    ap.add_argument("--pytest-timeout", type=float, default=300)
+    ap.add_argument("--all-tests", action="store_true", help="run every test, not up to the first kill")
     ap.add_argument("-j", "--jobs", type=int, default=2)
     ap.add_argument("--list", action="store_true")
     args = ap.parse_args()
 
-    chosen = [m for m in MUTANTS if not args.mutant or m.name in args.mutant]
+    sets = all_sets()
+    pool = sets["hand"] + sets["fresh"] if args.set == "all" else sets[args.set]
+    chosen = [m for m in pool if not args.mutant or m.name in args.mutant]
     if args.list:
         for m in chosen:
             where, status = locate(m)
@@ -231,38 +335,49 @@ def main() -> int:
 
     build = os.path.abspath(args.build)
     setup_build(build)
-    tests = suite_tests(build, args.test)
+    tests = suite_tests(build, args.test, args.timeout_multiplier)
     if not tests:
         sys.exit("no tests selected")
-    print(f"{len(tests)} tests: {' '.join(tests)}", flush=True)
+    print(f"{len(tests)} tests: {' '.join(t.name for t in tests)}", flush=True)
     t0 = time.monotonic()
-    status, failed = test_once(build, tests, args.timeout_multiplier, args.jobs)
-    print(f"unmutated: {status} in {time.monotonic() - t0:.0f} s", flush=True)
-    if status != "survived":
-        sys.exit(f"the unmutated suite does not pass ({status}: {', '.join(failed)}); fix that first")
+    rc, out = run(["meson", "compile", "-C", build], timeout=900)
+    if rc:
+        sys.exit(f"the unmutated build fails:\n{out[-3000:]}")
+    times: Dict[str, float] = {}
+    failed = run_tests(tests, args.jobs, False, times)
+    slowest = sorted(times.items(), key=lambda kv: -kv[1])[:5]
+    print(f"unmutated: {len(failed)} failing in {time.monotonic() - t0:.0f} s; slowest: "
+          + ", ".join(f"{n} {s:.0f} s" for n, s in slowest), flush=True)
+    if failed:
+        sys.exit(f"the unmutated suite does not pass ({', '.join(failed)}); fix that first")
 
     results: Dict[str, Tuple[str, List[str]]] = {}
-    for m in chosen:
-        where, status = locate(m)
-        if where is None:
-            results[m.name] = (status, [])
-            print(f"{m.name:28} {status}", flush=True)
-            continue
-        with open(where) as f:
-            original = f.read()
-        t0 = time.monotonic()
-        try:
-            with open(where, "w") as f:
-                f.write(original.replace(m.original, m.mutated, 1))
-            results[m.name] = test_once(build, tests, args.timeout_multiplier, args.jobs)
-        finally:
-            with open(where, "w") as f:
-                f.write(original)
-        status, failed = results[m.name]
-        print(f"{m.name:28} {status:9} {time.monotonic() - t0:5.0f} s  {os.path.basename(where)}  "
-              f"{', '.join(failed[:6])}", flush=True)
-    # The build dir now holds the last mutant's objects: rebuild clean code.
-    run(["meson", "compile", "-C", build], timeout=600)
+    try:
+        for m in chosen:
+            where, status = locate(m)
+            if where is None:
+                results[m.name] = (status, [])
+                print(f"{m.name:28} {status}", flush=True)
+                continue
+            with open(where) as f:
+                original = f.read()
+            t0 = time.monotonic()
+            try:
+                with open(where, "w") as f:
+                    f.write(original.replace(m.original, m.mutated, 1))
+                results[m.name] = test_once(build, tests, args.jobs, not args.all_tests,
+                                            list(m.pytest) + args.pytest, args.pytest_timeout)
+            finally:
+                with open(where, "w") as f:
+                    f.write(original)
+            status, failed = results[m.name]
+            print(f"{m.name:28} {status:9} {time.monotonic() - t0:5.0f} s  {os.path.basename(where)}  "
+                  f"{', '.join(failed[:6])}", flush=True)
+    finally:
+        # The build dir and the extension hold the last mutant's code: rebuild clean.
+        run(["meson", "compile", "-C", build], timeout=900)
+        if any(m.pytest for m in chosen) or args.pytest:
+            build_extension()
     if dirty_sources():
         print("WARNING: libasyncload/src differs from git after the run", file=sys.stderr)
         return 2
@@ -272,8 +387,8 @@ def main() -> int:
     print(f"\nkilled {killed} of {len(judged)} mutants"
           + (f" ({100 * killed / len(judged):.0f}%)" if judged else ""))
     for name, (status, _) in results.items():
-        if status not in ("killed",):
-            desc = next(m.desc for m in MUTANTS if m.name == name)
+        if status != "killed":
+            desc = next(m.desc for m in chosen if m.name == name)
             print(f"  {status}: {name}: {desc}")
     return 0
 
