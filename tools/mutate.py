@@ -99,7 +99,7 @@ MUTANTS: List[Mutant] = [
            "a 0-byte read is not taken as the end of the file"),
     Mutant("short-read-is-eof",
            "bool eof = res == 0 || direct_end;",
-           "bool eof = res == 0 || (uint64_t)res < r->last_ask;",
+           "bool eof = res == 0 || direct_end || (uint64_t)res < r->last_ask;",
            "a short buffered read is taken as the end of the file",
            # only a filesystem that answers short reads (FUSE, NFS) shows it
            pytest=("tests/python/test_slowfs.py::test_asyncload_loops_on_short_reads",)),
