@@ -1,6 +1,6 @@
 """mutants_fresh.py - a second list of mutants for tools/mutate.py (--set fresh),
-written from the library's code alone, without looking at which tests exist:
-the check of how many bugs the suites catch that nobody wrote a test for."""
+picked by reading the library's code alone, without looking at which tests
+exist: how many bugs nobody wrote a test for do the suites catch?"""
 from __future__ import annotations
 
 from typing import List
@@ -8,4 +8,52 @@ from typing import List
 from mutate import Mutant
 
 FRESH: List[Mutant] = [
+    Mutant("direct-target-no-skew",
+           "r->target = (r->skew + r->want + AL_PAGE - 1) & ~(uint64_t)(AL_PAGE - 1);",
+           "r->target = (r->want + AL_PAGE - 1) & ~(uint64_t)(AL_PAGE - 1);",
+           "an O_DIRECT range at an unaligned offset reads skew bytes too few"),
+    Mutant("finish-no-want-cap",
+           "if (size > r->want)\n\t\tsize = r->want;",
+           "if (0)\n\t\tsize = r->want;",
+           "an O_DIRECT load answers the page-rounded size, not the bytes asked for"),
+    Mutant("avail-underflow",
+           "uint64_t avail = fsize > start ? fsize - start : 0;",
+           "uint64_t avail = fsize - start;",
+           "an offset past the end of a file wraps the bytes available"),
+    Mutant("mount-prefix-no-boundary",
+           "(strncmp(path, mt->point, mt->len) != 0 || (path[mt->len] != '/' && path[mt->len] != '\\0'))",
+           "strncmp(path, mt->point, mt->len) != 0",
+           "/mnt/ab is taken to be inside the mount at /mnt/a"),
+    Mutant("mount-type-exact",
+           "if (strncmp(type, prefixes[i], strlen(prefixes[i])) == 0)",
+           "if (strcmp(type, prefixes[i]) == 0)",
+           "fuse.NAME (and nfs4) are not recognised as filesystems that may block"),
+    Mutant("cache-unreserve-any",
+           "if (reusable && off + len == c->next) {",
+           "if (reusable) {",
+           "giving back a cache reservation that is not the last one rewinds over later ones"),
+    Mutant("cache-reserve-no-bound",
+           "if (at <= c->end && len <= c->end - at) {",
+           "if (at <= c->end) {",
+           "a cache reservation may run past the end of the cache area"),
+    Mutant("threads-done-no-wrap",
+           "p->done[(p->done_head + p->done_len) % p->done_cap] = *c;",
+           "p->done[p->done_len % p->done_cap] = *c;",
+           "the thread engine's completion queue ignores its head when appending"),
+    Mutant("range-efbig-inclusive",
+           "e->length != ASYNCLOAD_WHOLE_FILE && e->length > h->max_file_size)",
+           "e->length != ASYNCLOAD_WHOLE_FILE && e->length >= h->max_file_size)",
+           "a range of exactly max_file_size bytes fails with EFBIG"),
+    Mutant("take-completions-qd-wrap",
+           "uint32_t local = w->cmp_ring[head & (h->ring_size - 1)];",
+           "uint32_t local = w->cmp_ring[head % h->queue_depth];",
+           "a worker reads its completion ring modulo queue_depth, not the ring size"),
+    Mutant("final-state-no-failed",
+           "return state == AL_STATE_STOPPED || state == AL_STATE_DEAD || state == AL_STATE_FAILED;",
+           "return state == AL_STATE_STOPPED || state == AL_STATE_DEAD;",
+           "a loader that failed to start is not a final state for workers"),
+    Mutant("wake-mark-not-reset",
+           "al_futex_wake(&ws->cmp_tail, INT_MAX);\n\t\tlp->touched_mark[w] = 0;",
+           "al_futex_wake(&ws->cmp_tail, INT_MAX);\n\t\t(void)0;",
+           "a worker is woken for its first completion only, later ones wait for its timer"),
 ]

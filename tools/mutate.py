@@ -226,6 +226,7 @@ class Test(NamedTuple):
     cmd: List[str]
     env: Dict[str, str]
     timeout: float
+    cwd: str
 
 
 def suite_tests(build: str, only: Optional[List[str]], mult: float) -> List[Test]:
@@ -240,7 +241,9 @@ def suite_tests(build: str, only: Optional[List[str]], mult: float) -> List[Test
         env = dict(os.environ)
         env.update(t.get("env") or {})
         slow = SLOW_TESTS.get(name.split("-")[0], 1.0)
-        tests.append(Test(name, t["cmd"], env, (t.get("timeout") or 30) * mult * slow))
+        # as meson runs them: in the build directory unless the test says otherwise
+        tests.append(Test(name, t["cmd"], env, (t.get("timeout") or 30) * mult * slow,
+                          t.get("workdir") or build))
     # short tests first: most mutants die in one, and a run stops at its first kill
     tests.sort(key=lambda t: t.timeout)
     return tests
@@ -255,7 +258,7 @@ def run_tests(tests: List[Test], jobs: int, stop_early: bool,
         if stop_early and failed:
             return
         t0 = time.monotonic()
-        rc, _ = run(t.cmd, timeout=t.timeout, env=t.env)
+        rc, _ = run(t.cmd, timeout=t.timeout, env=t.env, cwd=t.cwd)
         if times is not None:
             times[t.name] = time.monotonic() - t0
         if rc == 124:
@@ -285,21 +288,35 @@ def run_pytest(ids: Sequence[str], timeout: float) -> List[str]:
     return [f"py:{b.split('::')[-1]}" for b in bad] or [f"pytest rc {rc}"]
 
 
-def test_once(build: str, tests: List[Test], jobs: int, stop_early: bool, pytest_ids: Sequence[str],
-              pytest_timeout: float) -> Tuple[str, List[str]]:
-    """('killed'|'survived'|'build failed', failing tests)."""
+def test_once(build: str, tests: List[Test], jobs: int, stop_early: bool, own_ids: Sequence[str],
+              extra_ids: Sequence[str], pytest_timeout: float) -> Tuple[str, List[str]]:
+    """('killed'|'survived'|'build failed', failing tests). own_ids (the mutant's
+    own pytest tests, chosen because the C suite cannot see it) run first;
+    extra_ids (--pytest, for every mutant) after the C suite, and with
+    stop_early only where it found nothing."""
     rc, out = run(["meson", "compile", "-C", build], timeout=900)
     if rc:
-        return "build failed", []
+        return "build failed", [out.strip().splitlines()[-1][:120] if out.strip() else ""]
     failed: List[str] = []
-    if pytest_ids:
-        # first: these are chosen because the C suite cannot see the mutant
-        rc, out = build_extension()
-        if rc:
-            return "build failed", ["extension"]
-        failed += run_pytest(pytest_ids, pytest_timeout)
+    built = False
+
+    def pytest(ids: Sequence[str]) -> List[str]:
+        nonlocal built
+        if not built:
+            rc, out = build_extension()
+            if rc:
+                return ["extension build failed"]
+            built = True
+        return run_pytest(ids, pytest_timeout)
+
+    if own_ids:
+        failed += pytest(own_ids)
     if not (failed and stop_early):
         failed += run_tests(tests, jobs, stop_early)
+    if extra_ids and not (failed and stop_early):
+        failed += pytest(extra_ids)
+    if any(f.startswith("extension build failed") for f in failed):
+        return "build failed", failed
     return ("killed", failed) if failed else ("survived", [])
 
 
@@ -314,7 +331,8 @@ def main() -> int:
     ap.add_argument("--timeout-multiplier", type=float, default=0.34,
                     help="of each test's meson timeout (30-90 s): a hang is a kill, found sooner")
     ap.add_argument("--pytest", action="append", default=[],
-                    help="a pytest node id to run against every mutant too (extension rebuilt)")
+                    help="a pytest node id (or file) to run against every mutant the C suite "
+                    "missed (with --all-tests: every mutant); the extension is rebuilt from the mutant")
     ap.add_argument("--pytest-timeout", type=float, default=300)
     ap.add_argument("--all-tests", action="store_true", help="run every test, not up to the first kill")
     ap.add_argument("-j", "--jobs", type=int, default=2)
@@ -365,8 +383,8 @@ def main() -> int:
             try:
                 with open(where, "w") as f:
                     f.write(original.replace(m.original, m.mutated, 1))
-                results[m.name] = test_once(build, tests, args.jobs, not args.all_tests,
-                                            list(m.pytest) + args.pytest, args.pytest_timeout)
+                results[m.name] = test_once(build, tests, args.jobs, not args.all_tests, m.pytest,
+                                            args.pytest, args.pytest_timeout)
             finally:
                 with open(where, "w") as f:
                     f.write(original)
