@@ -338,6 +338,9 @@ def main() -> int:
     ap.add_argument("-j", "--jobs", type=int, default=2)
     ap.add_argument("--list", action="store_true")
     args = ap.parse_args()
+    # Started in the background by a shell, this process has SIGINT ignored,
+    # and so would every test it runs: the Ctrl-C tests would fail on any code.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     sets = all_sets()
     pool = sets["hand"] + sets["fresh"] if args.set == "all" else sets[args.set]
@@ -366,6 +369,11 @@ def main() -> int:
     slowest = sorted(times.items(), key=lambda kv: -kv[1])[:5]
     print(f"unmutated: {len(failed)} failing in {time.monotonic() - t0:.0f} s; slowest: "
           + ", ".join(f"{n} {s:.0f} s" for n, s in slowest), flush=True)
+    all_ids = sorted({i for m in chosen for i in m.pytest} | set(args.pytest))
+    if all_ids:
+        rc, out = build_extension()
+        failed += [f"extension build: {out[-2000:]}"] if rc else run_pytest(all_ids, args.pytest_timeout)
+        print(f"unmutated pytest: {len(failed)} failing", flush=True)
     if failed:
         sys.exit(f"the unmutated suite does not pass ({', '.join(failed)}); fix that first")
 
