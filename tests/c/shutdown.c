@@ -2,7 +2,7 @@
 /*
  * shutdown.c - shutting down with requests in flight answers every request
  * exactly once (its bytes, or -ESHUTDOWN), then wait_get/try_get/request
- * say -ESHUTDOWN. A worker asleep in an endless wait_get is woken by a
+ * say -ESHUTDOWN, from the moment shutdown is asked. A worker asleep in an endless wait_get is woken by a
  * shutdown from another process. asyncload_loader_run() in a process of
  * its own returns 0 after shutdown, and a second loader for the same
  * region is refused with -EBUSY. No loader process is left behind.
@@ -86,6 +86,34 @@ static void in_flight_shutdown(const char *dir, bool shutdown_from_child)
 	while (asyncload_loader_status(l) == 0 && t_now_ms() < end)
 		usleep(10000);
 	CHECK_RET(asyncload_loader_status(l), -ESHUTDOWN);
+	asyncload_worker_free(w);
+	asyncload_loader_free(l);
+	check_gone(lpid);
+}
+
+/*
+ * Refused from the moment shutdown is asked, not from when the loader gets
+ * round to stopping: with the loader frozen (SIGSTOP) it cannot move to
+ * STOPPING, so only the shutdown flag can refuse the request. (Accepted, it
+ * would still be answered -ESHUTDOWN later, which no other check here
+ * tells apart.)
+ */
+static void refused_before_loader_stops(const char *dir)
+{
+	struct asyncload_options o = t_opts(4, FSIZE, 1);
+	pid_t lpid;
+	asyncload_worker *w = NULL;
+	asyncload_entry *e;
+	asyncload_loader *l = t_start(&o, &lpid);
+	CHECK_OK(asyncload_worker_get(l, 0, &w));
+	CHECK(kill(lpid, SIGSTOP) == 0);
+	CHECK_OK(asyncload_loader_shutdown(l));
+	int r = asyncload_worker_request(w, t_path(dir, "f00"));
+	int r_range = asyncload_worker_request_range(w, t_path(dir, "f00"), 0, 1);
+	CHECK(kill(lpid, SIGCONT) == 0);
+	CHECK_RET(r, -ESHUTDOWN);
+	CHECK_RET(r_range, -ESHUTDOWN);
+	CHECK_RET(t_get(w, &e), -ESHUTDOWN);
 	asyncload_worker_free(w);
 	asyncload_loader_free(l);
 	check_gone(lpid);
@@ -175,6 +203,7 @@ int main(void)
 	}
 	in_flight_shutdown(dir, false);
 	in_flight_shutdown(dir, true);
+	refused_before_loader_stops(dir);
 	wake_sleeper();
 	run_in_child(dir);
 	printf("shutdown: ok\n");

@@ -177,3 +177,35 @@ def test_asyncload_loops_on_short_reads(tmp_path: "os.PathLike[str]", direct: bo
         assert load_and_check(ld.get_worker_context(0), expected) == []
     # the answers really were short: one read request per 3,000 bytes at least
     assert fs.stats(settle=True)["read"] >= sum(-(-len(d) // 3000) for d in expected.values())
+
+
+def test_cached_open_finds_the_mount_on_a_path_component_boundary(
+        tmp_path: "os.PathLike[str]", slowfs: SlowFS) -> None:
+    """With a mount that may block present (slowfs), an open the kernel can answer from
+    its caches resolves beneath the root of the file's own mount. .../ab/f.bin is not
+    on a mount at .../a: taken to be, it would be opened as b/f.bin beneath that
+    mount's root, and a file that is there (the decoy) answered in its place."""
+    import subprocess
+    base = os.path.join(str(tmp_path), "prefix")
+    os.makedirs(os.path.join(base, "a"))
+    os.makedirs(os.path.join(base, "ab"))
+    mnt = os.path.join(base, "a")
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "al-prefix-test", mnt],
+                         capture_output=True, text=True)
+    if res.returncode != 0 and os.geteuid() != 0:
+        pytest.skip(f"mounting a tmpfs needs root: {res.stderr.strip()}")
+    assert res.returncode == 0, res.stderr
+    try:
+        os.makedirs(os.path.join(mnt, "b"))
+        with open(os.path.join(mnt, "b", "f.bin"), "wb") as f:
+            f.write(b"decoy" * 1000)
+        real = {os.path.join(base, "ab", "f.bin"): os.urandom(5000)}
+        for p, data in real.items():
+            with open(p, "wb") as f:
+                f.write(data)
+            os.stat(p)  # in the dentry cache: the loader's cached open applies
+        with asyncload.Loader(queue_depth=2, max_file_size=1 << 20, n_workers=1) as ld:
+            assert load_and_check(ld.get_worker_context(0), real) == []
+    finally:
+        if subprocess.run(["umount", mnt], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", mnt], capture_output=True)
