@@ -30,7 +30,7 @@ FRESH: List[Mutant] = [
            "fuse.NAME (and nfs4) are not recognised as filesystems that may block"),
     Mutant("cache-unreserve-any",
            "if (reusable && off + len == c->next) {",
-           "if (reusable) {",
+           "if (reusable && off + len <= c->next) {",
            "giving back a cache reservation that is not the last one rewinds over later ones"),
     Mutant("cache-reserve-no-bound",
            "if (at <= c->end && len <= c->end - at) {",

@@ -12,7 +12,7 @@ import errno
 import multiprocessing
 import os
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import pytest
 
@@ -47,10 +47,18 @@ def _in_mount(fs: SlowFS, files: Dict[str, bytes]) -> Dict[str, bytes]:
 
 @pytest.mark.deadline(60)
 @pytest.mark.parametrize("engine", ENGINES)
+# mountinfo types a FUSE mount "fuse", or "fuse.NAME" where the daemon names a
+# subtype (sshfs, s3fs and most others do): both must count as mounts that may block
+@pytest.mark.parametrize("subtype", [None, "slowfs"], ids=["fuse", "fuse.slowfs"])
 def test_one_stalled_open_holds_up_nothing_else(tmp_path: "os.PathLike[str]", engine: str,
+                                                subtype: Optional[str],
                                                 slowfs_factory: Callable[..., SlowFS]) -> None:
     files = _tree(os.path.join(str(tmp_path), "src"), 300)
-    fs = slowfs_factory(os.path.join(str(tmp_path), "src"), latency_ms=1, stall="f000.bin")
+    fs = slowfs_factory(os.path.join(str(tmp_path), "src"), latency_ms=1, stall="f000.bin",
+                        extra_args=("-o", f"subtype={subtype}") if subtype else ())
+    with open("/proc/self/mountinfo") as f:
+        types = [line.split(" - ")[1].split()[0] for line in f if f" {fs.mountpoint} " in line]
+    assert types == ["fuse." + subtype if subtype else "fuse"], types
     expected = _in_mount(fs, files)
     stalled = fs.path("f000.bin")
     with asyncload.Loader(queue_depth=64, max_file_size=1 << 20, n_workers=1, n_threads=1,
