@@ -18,6 +18,9 @@
  *   --jitter=MS          plus a uniform random 0..MS on top (default 0)
  *   --eio-open=PATS      opens of matching files fail with EIO
  *   --eio-read=PATS      reads of matching files fail with EIO (open works)
+ *   --einval-direct=PATS reads of matching files opened with O_DIRECT fail
+ *                        with EINVAL (open works): a filesystem whose
+ *                        O_DIRECT alignment is more than the reader's
  *   --stall=PATS         opens of matching files wait until the release file
  *                        exists (checked every 2 ms); removing it re-arms
  *                        the stall for later opens. Unmounting or SIGTERM
@@ -68,10 +71,13 @@
 #include <unistd.h>
 
 struct options {
-	char *latency, *jitter, *eio_open, *eio_read, *stall, *release_file;
+	char *latency, *jitter, *eio_open, *eio_read, *einval_direct, *stall, *release_file;
 	char *max_answer, *threads, *max_background, *stats;
 	int help;
 };
+
+/* set in fh (beside the descriptor) for an open whose reads answer EINVAL */
+#define FH_EINVAL (1ull << 62)
 
 #define OPT(t, f) { t, offsetof(struct options, f), 1 }
 static const struct fuse_opt option_spec[] = {
@@ -79,6 +85,7 @@ static const struct fuse_opt option_spec[] = {
 	OPT("--jitter=%s", jitter),
 	OPT("--eio-open=%s", eio_open),
 	OPT("--eio-read=%s", eio_read),
+	OPT("--einval-direct=%s", einval_direct),
 	OPT("--stall=%s", stall),
 	OPT("--release-file=%s", release_file),
 	OPT("--max-answer=%s", max_answer),
@@ -101,7 +108,7 @@ static struct {
 	int root;              /* SOURCE, opened once: every path is relative to it */
 	char *source;
 	long latency_ns, jitter_ns;
-	char *eio_open, *eio_read, *stall, *release_file, *stats;
+	char *eio_open, *eio_read, *einval_direct, *stall, *release_file, *stats;
 	size_t max_answer;     /* 0: whole answers */
 	unsigned threads, max_background;
 	atomic_ulong ops[N_OPS];
@@ -206,7 +213,7 @@ static void *sfs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 static int sfs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 {
 	pause_op(OP_GETATTR);
-	int r = fi ? fstat((int)fi->fh, st) : fstatat(g.root, rel(path), st, AT_SYMLINK_NOFOLLOW);
+	int r = fi ? fstat((int)(fi->fh & ~FH_EINVAL), st) : fstatat(g.root, rel(path), st, AT_SYMLINK_NOFOLLOW);
 	if (r)
 		return -errno;
 	st->st_mode &= ~(mode_t)0222; /* read-only mirror */
@@ -242,7 +249,8 @@ static int sfs_open(const char *path, struct fuse_file_info *fi)
 	int fd = openat(g.root, rel(path), O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	fi->fh = (uint64_t)fd;
+	/* fi->flags is only given to open: the refusal is decided here, kept in fh */
+	fi->fh = (uint64_t)fd | ((fi->flags & O_DIRECT) && matches(g.einval_direct, path) ? FH_EINVAL : 0);
 	fi->direct_io = g.max_answer != 0;
 	return 0;
 }
@@ -254,16 +262,18 @@ static int sfs_read(const char *path, char *buf, size_t size, off_t off, struct 
 		atomic_fetch_add(&g.ops[OP_EIO], 1);
 		return -EIO;
 	}
+	if (fi->fh & FH_EINVAL)
+		return -EINVAL;
 	if (g.max_answer && size > g.max_answer)
 		size = g.max_answer;
-	ssize_t n = pread((int)fi->fh, buf, size, off);
+	ssize_t n = pread((int)(fi->fh & ~FH_EINVAL), buf, size, off);
 	return n < 0 ? -errno : (int)n;
 }
 
 static int sfs_release(const char *path, struct fuse_file_info *fi)
 {
 	(void)path;
-	close((int)fi->fh);
+	close((int)(fi->fh & ~FH_EINVAL));
 	return 0;
 }
 
@@ -409,6 +419,7 @@ static void usage(const char *prog)
 	       "  --jitter=MS          plus a uniform random 0..MS\n"
 	       "  --eio-open=PATS      opens of matching files fail with EIO\n"
 	       "  --eio-read=PATS      reads of matching files fail with EIO\n"
+	       "  --einval-direct=PATS O_DIRECT reads of matching files fail with EINVAL\n"
 	       "  --stall=PATS         opens of matching files wait until the release file exists\n"
 	       "  --release-file=PATH  default SOURCE/.slowfs-release\n"
 	       "  --max-answer=BYTES   each read answers at most BYTES (short reads; direct_io)\n"
@@ -456,6 +467,7 @@ int main(int argc, char *argv[])
 	g.max_background = (unsigned)background;
 	g.eio_open = o.eio_open;
 	g.eio_read = o.eio_read;
+	g.einval_direct = o.einval_direct;
 	g.stall = o.stall;
 	g.stats = o.stats;
 	if (o.release_file) {

@@ -118,14 +118,16 @@ class SlowFS:
 
     latency_ms/jitter_ms: added to every lookup, getattr, open, read, readdir (jitter is a
     uniform 0..jitter_ms on top). eio_open/eio_read: fnmatch patterns (on the path in the
-    mount or the base name) whose opens/reads fail with EIO. stall: patterns whose opens
+    mount or the base name) whose opens/reads fail with EIO. einval_direct: patterns whose
+    reads fail with EINVAL when the file was opened with O_DIRECT. stall: patterns whose opens
     wait until release() (rearm() makes later opens wait again). max_answer: each read
     answers at most that many bytes, so read(2) returns short counts.
     """
 
     def __init__(self, source: str, mountpoint: str, *, latency_ms: float = 0.0,
                  jitter_ms: float = 0.0, eio_open: Optional[Patterns] = None,
-                 eio_read: Optional[Patterns] = None, stall: Optional[Patterns] = None,
+                 eio_read: Optional[Patterns] = None, einval_direct: Optional[Patterns] = None,
+                 stall: Optional[Patterns] = None,
                  max_answer: Optional[int] = None, threads: Optional[int] = None,
                  max_background: Optional[int] = None,
                  extra_args: Sequence[str] = ()) -> None:
@@ -141,6 +143,7 @@ class SlowFS:
                 f"--release-file={self.release_file}", f"--stats={self.stats_file}"]
         for flag, value in (("--eio-open", _patterns(eio_open)),
                             ("--eio-read", _patterns(eio_read)),
+                            ("--einval-direct", _patterns(einval_direct)),
                             ("--stall", _patterns(stall)), ("--max-answer", max_answer),
                             ("--threads", threads), ("--max-background", max_background)):
             if value is not None:

@@ -209,3 +209,30 @@ def test_cached_open_finds_the_mount_on_a_path_component_boundary(
     finally:
         if subprocess.run(["umount", mnt], capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", mnt], capture_output=True)
+
+
+def test_direct_read_refused_after_the_open_falls_back_to_buffered(
+        tmp_path: "os.PathLike[str]", slowfs_factory: Callable[..., SlowFS]) -> None:
+    """A filesystem may accept O_DIRECT at open and refuse the read (EINVAL: an alignment
+    larger than the loader's): direct=True then reads the file buffered, byte-exact."""
+    src = os.path.join(str(tmp_path), "einval")
+    os.makedirs(src)
+    expected_src: Dict[str, bytes] = {}
+    for i, size in enumerate((100_000, 4096, 1)):
+        p = os.path.join(src, f"e{i}.bin")
+        expected_src[p] = os.urandom(size)
+        with open(p, "wb") as f:
+            f.write(expected_src[p])
+    fs = slowfs_factory(src, einval_direct="e*.bin")
+    expected = in_mount(fs, expected_src)
+    some = next(iter(expected))
+    fd = os.open(some, os.O_RDONLY | os.O_DIRECT)   # the fixture does what it says
+    try:
+        with pytest.raises(OSError) as ei:
+            os.read(fd, 4096)
+        assert ei.value.errno == errno.EINVAL
+    finally:
+        os.close(fd)
+    with asyncload.Loader(queue_depth=4, max_file_size=1 << 20, n_workers=1, direct=True) as ld:
+        assert load_and_check(ld.get_worker_context(0), expected) == []
+    assert fs.stats(settle=True)["read"] >= len(expected)
