@@ -64,7 +64,9 @@ enum al_entry_state {
  * ASYNCLOAD_FAULT_POINTS for tests/c/crashpoints.c): AL_FAULT("name") ends
  * the process with _exit(AL_FAULT_EXIT) when the environment variable
  * ASYNCLOAD_FAULT equals "name", so a test can stop a worker between two
- * steps of the protocol without depending on timing. The installed library
+ * steps of the protocol without depending on timing. "stop:name" instead
+ * stops the process there (SIGSTOP, the first time only) until the test
+ * sends SIGCONT: a window held open (tests/c/sleep_check.c). The installed library
  * and the Python extension are built without it.
  */
 #define AL_FAULT_EXIT 86

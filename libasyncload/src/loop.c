@@ -225,6 +225,7 @@ static bool parent_gone(struct loop *lp)
 static void sleep_until_work(struct loop *lp, bool batching)
 {
 	struct al_header *h = lp->h;
+	AL_FAULT("loop.sleeping"); /* past the last look at the rings, flag still down */
 	uint32_t bell = atomic_load(&lp->bell->doorbell);
 	atomic_store(&lp->bell->sleeping, 1);
 	atomic_thread_fence(memory_order_seq_cst);

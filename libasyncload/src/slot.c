@@ -24,9 +24,14 @@
 #ifdef ASYNCLOAD_FAULT_POINTS
 void al_fault_point(const char *name)
 {
+	static bool stopped;
 	const char *want = getenv("ASYNCLOAD_FAULT");
 	if (want && strcmp(want, name) == 0)
 		_exit(AL_FAULT_EXIT);
+	if (want && !stopped && strncmp(want, "stop:", 5) == 0 && strcmp(want + 5, name) == 0) {
+		stopped = true;
+		raise(SIGSTOP);
+	}
 }
 #endif
 
