@@ -262,6 +262,8 @@ def evaluate(med: Dict[str, float]) -> List[Dict[str, Any]]:
         "decode/stream/warm", "<= 1.05", lambda v: v <= 1.05)
     add("decode: stream warm / plain warm", "decode/stream/warm",
         "decode/plain/warm", "<= 1.05", lambda v: v <= 1.05)
+    add("raw, cold: stream / C io_uring ceiling (same files)", "raw/ceiling/cold",
+        "raw/stream/cold", ">= 0.9", lambda v: v >= 0.9)
     add("raw, cold: plain / stream (speedup)", "raw/plain/cold",
         "raw/stream/cold", "-", lambda v: True)
     add("raw, cold: asyncload / stream (speedup)", "raw/asyncload/cold",
@@ -276,6 +278,34 @@ def evaluate(med: Dict[str, float]) -> List[Dict[str, Any]]:
         "-", lambda v: True)
     add("(info) raw, warm: plain / asyncload (speedup)", "raw/plain/warm",
         "raw/asyncload/warm", "-", lambda v: True)
+    return rows
+
+
+def ceiling_epochs(paths: List[str], args: argparse.Namespace,
+                   dropper: Any) -> List[Dict[str, Any]]:
+    """The C io_uring ceiling (tools/uring_ceiling.c, one ring, no Python) reading the
+    same files cold, at depths 32, 64 and 128; the best depth of each repeat is the
+    cell "raw/ceiling/cold" that the stream's raw cold epoch is compared with."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import bench  # tools/bench.py: builds and runs the ceiling
+    out = os.path.join(REPO, "bench-out")
+    os.makedirs(out, exist_ok=True)
+    exe = bench.build_ceiling(out)
+    if exe is None:
+        return []
+    list_path = os.path.join(out, "torch-ceiling-list.txt")
+    with open(list_path, "w") as f:
+        f.write("\n".join(paths) + "\n")
+    rows: List[Dict[str, Any]] = []
+    for r in range(args.repeats):
+        best = None
+        for depth in (32, 64, 128):
+            dropper.drop()
+            res = bench.run_ceiling(exe, depth, 1, list_path, 64 << 20, 300)
+            best = res["wall"] if best is None else min(best, res["wall"])
+            print(f"raw    ceiling   cold #{r + 1} d{depth} {res['wall']:7.2f} s", file=sys.stderr)
+        rows.append({"workload": "raw", "kind": "ceiling", "cache": "cold", "repeat": r,
+                     "seconds": round(best, 4)})
     return rows
 
 
@@ -382,6 +412,8 @@ def main(argv: List[str]) -> int:
             for ds in datasets.values():
                 if hasattr(ds, "close"):
                     ds.close()
+    if "raw" in workloads and "cold" in caches:
+        epochs += ceiling_epochs(paths, args, dropper)
     if args.slowfs_ms > 0:
         epochs += fuse_epochs(paths, data, args, dropper)
 
