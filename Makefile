@@ -34,6 +34,10 @@ setup:
 		$(SUDO) apt-get update && \
 		$(SUDO) apt-get install -y fuse3 libfuse3-dev; \
 	fi
+	@# fincore (util-linux-extra): the page-cache eviction test counts resident pages
+	@if ! command -v fincore >/dev/null 2>&1; then \
+		$(SUDO) apt-get update && $(SUDO) apt-get install -y util-linux-extra; \
+	fi
 	@[ -e /dev/fuse ] || $(SUDO) modprobe fuse || echo "setup: no /dev/fuse: the slowfs tests will fail"
 	@if ! $(PYTHON) -m pip --version >/dev/null 2>&1; then \
 		$(SUDO) apt-get update && $(SUDO) apt-get install -y python3-pip python3-dev; \

@@ -20,14 +20,12 @@ from typing import Any, Dict, List
 import pytest
 
 import asyncload
-from al_testutil import fd_count, load_and_check, make_files, memfd_mappings
+from al_testutil import engines_here, fd_count, load_and_check, make_files, memfd_mappings
 from asyncload import _bench, _contenders, _sysinfo, cli
 
 # io_uring is asked for by name only where a ring can be made (make test-py-threads
 # runs this file with the sysctl that refuses it; the thread engine runs regardless)
-_URING = _sysinfo.probe_io_uring()
-ENGINES = [pytest.param("io_uring", marks=pytest.mark.skipif(
-    not _URING["available"], reason=f"io_uring unavailable: {_URING['reason']}")), "threads"]
+ENGINES = engines_here()
 COUNTERS = ("hits", "misses", "bytes_from_storage", "bytes_from_cache", "cache_bytes_used")
 
 

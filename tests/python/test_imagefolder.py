@@ -21,7 +21,6 @@ from typing import Any, List, Tuple
 
 import pytest
 
-pytest.importorskip("PIL")  # installed by `make setup`; a clear message if not
 import numpy as np  # noqa: E402  (torch's own dependency)
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
