@@ -163,9 +163,17 @@ static bool rings_empty(struct loop *lp)
 	return true;
 }
 
+/* Whether a confined loader's root reaches a blocking mount: fixed until the
+ * mount table changes, so worked out then rather than per request. */
+static void note_mounts(struct loop *lp)
+{
+	lp->root_may_block = lp->h->confined && al_mounts_may_block_under(lp->mounts, lp->h->root);
+}
+
 static void dispatch_new(struct loop *lp)
 {
-	al_mounts_refresh(lp->mounts);
+	if (al_mounts_refresh(lp->mounts))
+		note_mounts(lp);
 	while (lp->new_q.len)
 		al_steps_start(lp, al_fifo_pop(&lp->new_q));
 	lp->idle_polls = 0;
@@ -305,6 +313,7 @@ int al_loop_init(struct loop *lp, asyncload_loader *l, const struct al_engine_op
 	al_mounts_new(&lp->mounts);
 	if (!lp->mounts)
 		return -ENOMEM;
+	note_mounts(lp);
 	lp->async_reads = getenv("ASYNCLOAD_ASYNC_READS") != NULL;
 	lp->cached_lookup = getenv("ASYNCLOAD_NO_CACHED_LOOKUP") == NULL;
 	lp->inline_reads = !lp->async_reads && getenv("ASYNCLOAD_NO_INLINE_READ") == NULL;

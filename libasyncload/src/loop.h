@@ -66,6 +66,7 @@ struct loop {
 	struct al_header *h;
 	struct al_engine eng;
 	struct al_mounts *mounts; /* which filesystems may block */
+	bool root_may_block;      /* confined, and root reaches such a mount */
 	struct al_cache *cache;   /* the loader's, shared by its threads; NULL: none */
 	struct req *reqs;
 	uint32_t total;

@@ -177,11 +177,11 @@ int al_mounts_new(struct al_mounts **ret)
 	return r;
 }
 
-void al_mounts_refresh(struct al_mounts *m)
+bool al_mounts_refresh(struct al_mounts *m)
 {
 	uint64_t now = al_now_ns();
 	if (!m || m->fd < 0 || now < m->next_check)
-		return;
+		return false;
 	m->next_check = now + AL_MOUNTS_CHECK_NS;
 	/* The kernel flags a changed mount table as POLLPRI (proc(5)). */
 	struct pollfd p = {.fd = m->fd, .events = POLLPRI};
@@ -192,7 +192,9 @@ void al_mounts_refresh(struct al_mounts *m)
 			; /* reading to the end re-arms the change flag */
 		if (parse(m) < 0)
 			m->any_may_block = true;
+		return true;
 	}
+	return false;
 }
 
 struct al_mounts *al_mounts_free(struct al_mounts *m)
@@ -236,9 +238,16 @@ bool al_mounts_may_block_at(const struct al_mounts *m, const char *path)
 	if (path[0] != '/')
 		return true;
 	struct al_mount *mt = mount_of(m, path);
-	if (!mt || mt->may_block)
+	return !mt || mt->may_block;
+}
+
+bool al_mounts_may_block_under(const struct al_mounts *m, const char *dir)
+{
+	if (al_mounts_may_block_at(m, dir))
 		return true;
-	/* a blocking mount somewhere beneath path (a confined root) */
+	if (!m->any_may_block)
+		return false;
+	const char *path = dir;
 	size_t len = strlen(path);
 	while (len > 1 && path[len - 1] == '/')
 		len--;

@@ -17,13 +17,16 @@ struct al_mounts;
 
 /* Reads the mount table; -errno (then every mount is treated as blocking). */
 int  al_mounts_new(struct al_mounts **ret);
-/* Re-reads the table if it changed (cheap: a poll, at most every 100 ms). */
-void al_mounts_refresh(struct al_mounts *m);
+/* Re-reads the table if it changed (cheap: a poll, at most every 100 ms);
+ * true if it did. */
+bool al_mounts_refresh(struct al_mounts *m);
 struct al_mounts *al_mounts_free(struct al_mounts *m);
 
 bool al_mounts_any_may_block(const struct al_mounts *m);
-/* A lookup at or beneath `path` (absolute) may reach a blocking filesystem. */
+/* `path` (absolute) lies on a filesystem that may block. */
 bool al_mounts_may_block_at(const struct al_mounts *m, const char *path);
+/* A lookup at or beneath directory `dir` (a confined root) may reach one. */
+bool al_mounts_may_block_under(const struct al_mounts *m, const char *dir);
 bool al_mounts_dev_may_block(const struct al_mounts *m, dev_t dev);
 /* For an absolute path on a mount that cannot block: an O_PATH descriptor of
  * that mount's root and the rest of the path, to resolve with

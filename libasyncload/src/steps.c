@@ -425,7 +425,7 @@ void al_steps_start(struct loop *lp, uint32_t idx)
 	if (lp->cache && al_inline_from_cache(lp, idx))
 		return;
 	if (lp->h->confined)
-		r->remote = al_mounts_may_block_at(lp->mounts, lp->h->root);
+		r->remote = lp->root_may_block;
 	else
 		r->remote = al_mounts_may_block_at(lp->mounts, al_step_open_path(lp, idx));
 	if (!r->remote && lp->cached_lookup && al_inline_open(lp, idx))

@@ -172,7 +172,7 @@ def run_bench(args: argparse.Namespace) -> int:
     mount = _sysinfo.mount_of(root)
     uring = _sysinfo.probe_io_uring()
     # every engine this build has that can run here
-    have = [e for e in _sysinfo.engines() if e != "io_uring" or uring["available"]]
+    have = _sysinfo.runnable_engines(uring)
     if args.engine == "all":
         engines = have
     else:

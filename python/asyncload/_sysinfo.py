@@ -187,6 +187,13 @@ def engines(lib: Any = None) -> List[str]:
     return ["io_uring", "threads"] if hasattr(lib, "asyncload_loader_engine") else ["io_uring"]
 
 
+def runnable_engines(uring: Optional[Dict[str, Any]] = None) -> List[str]:
+    """The engines this build has that can run in this process (io_uring only where
+    a ring can be set up)."""
+    available = (uring or probe_io_uring())["available"]
+    return [e for e in engines() if e != "io_uring" or available]
+
+
 def auto_engine(uring: Dict[str, Any], have: List[str]) -> Tuple[Optional[str], str]:
     """The engine engine="auto" picks, and why, in words."""
     if uring["available"]:

@@ -130,4 +130,4 @@ def engines_here() -> List[Any]:
     for by name is refused there (test_faults, test_engine)."""
     from asyncload import _sysinfo
 
-    return (["io_uring"] if _sysinfo.probe_io_uring()["available"] else []) + ["threads"]
+    return _sysinfo.runnable_engines()

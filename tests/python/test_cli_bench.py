@@ -159,7 +159,7 @@ def test_bench_small_dir(tmp_path, no_progress_libs: str) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     rep = json.loads(out_json.read_text())
     uring = _sysinfo.probe_io_uring()["available"]
-    engines = [e for e in _sysinfo.engines() if e != "io_uring" or uring]
+    engines = _sysinfo.runnable_engines()
     want = {"python-seq", "threads-2", "threads-4", "procs-2"} | {
         f"asyncload-{e}" for e in engines}
     assert rep["procs"] == 2 or "procs-2" not in rep["rows"]
