@@ -36,10 +36,8 @@ _FS_ERRORS = sys.getfilesystemencodeerrors()
 
 
 def _encode_item(item: LoadRequest) -> Tuple[bytes, int, int, str]:
-    """(path bytes, offset, length, the path as Entry.path gives it)."""
-    if type(item) is str and item and "\0" not in item:
-        # the common case, without encode_request's type dispatch
-        return item.encode(_FS_ENCODING, _FS_ERRORS), 0, WHOLE_FILE, item
+    """(path bytes, offset, length, the path as Entry.path gives it), checked; fill()
+    handles a plain str path itself, without this call."""
     if isinstance(item, tuple):
         path, offset, length = item
         raw, off, n = encode_request(path, offset, length)
@@ -100,7 +98,7 @@ def fill(worker: "Worker", items: Iterable[LoadRequest], *, timeout: Optional[fl
                             exhausted = True
                             break
                         if type(item) is str and item and "\0" not in item:
-                            # _encode_item's common case, inlined (once per file)
+                            # the common case, without encode_request's type dispatch
                             pending = (item.encode(_FS_ENCODING, _FS_ERRORS), 0, WHOLE_FILE, item)
                         else:
                             pending = _encode_item(item)
