@@ -85,6 +85,15 @@ def contenders(args):
     return out
 
 
+def busy_cpu_s():
+    """CPU seconds the whole machine has been busy (every process, the FUSE daemon and the
+    kernel included), from /proc/stat; the difference over a run is its CPU cost."""
+    with open("/proc/stat") as f:
+        t = [int(x) for x in f.readline().split()[1:]]
+    idle = t[3] + t[4]  # idle + iowait
+    return (sum(t[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def run_one(c, args, latency, data, order, want_bytes, max_size, cpool_exe, cache):
     mnt = os.path.join(args.out, "slowfs-mnt")
     paths = order[:args.seq_files] if c.get("seq") else order
@@ -96,11 +105,13 @@ def run_one(c, args, latency, data, order, want_bytes, max_size, cpool_exe, cach
     fs = SlowFS(data, mnt, latency_ms=latency, jitter_ms=args.jitter)
     with fs:
         before = fs.stats(settle=True)
+        busy0 = busy_cpu_s()
         if c["kind"] == "cpool":
             r = run_cpool(cpool_exe, c["threads"], list_path, args.timeout)
         else:
             spec = dict(c, list_path=list_path, max_file_size=max_size)
             r = bench.run_child(spec, args.out, args.timeout)
+        busy = busy_cpu_s() - busy0
         after = fs.stats(settle=True)
     ops = sum(after.get(k, 0) - before.get(k, 0)
               for k in ("getattr", "open", "read", "opendir", "readdir", "readlink", "statfs"))
@@ -114,7 +125,46 @@ def run_one(c, args, latency, data, order, want_bytes, max_size, cpool_exe, cach
     return dict(name=c["name"], latency_ms=latency, files=r["files"], bytes=r["bytes"],
                 wall=r["wall"], files_s=files_s, errors=r["errors"], inflight=c["inflight"],
                 ops=ops, ops_per_file=ops_per_file, per_file_ms=per_file_s * 1000,
-                little_bound=bound, pct_of_bound=100 * files_s / bound)
+                little_bound=bound, pct_of_bound=100 * files_s / bound,
+                cpu_us_per_file=1e6 * busy / max(1, r["files"]))
+
+
+def median_rows(runs):
+    """One row per (latency, contender): the run with the median files/s (a failed run
+    counts as 0, so a contender that fails in most rounds shows its failure), with every
+    round's files/s beside it."""
+    rows = []
+    for key in dict.fromkeys((r["latency_ms"], r["name"]) for r in runs):
+        rs = sorted((r for r in runs if (r["latency_ms"], r["name"]) == key),
+                    key=lambda r: r.get("files_s", 0))
+        row = dict(rs[(len(rs) - 1) // 2])
+        row["rounds_files_s"] = [round(r.get("files_s", 0)) for r in rs]
+        rows.append(row)
+    return rows
+
+
+def best_of(rows, lat, prefix):
+    rs = [r for r in rows if r["latency_ms"] == lat and r["name"].startswith(prefix)
+          and "error" not in r]
+    return max(rs, key=lambda r: r["files_s"]) if rs else None
+
+
+def fmt_summary(rows, ref):
+    """The issue's ratios: the reference against the best Python pool, the best C pool and
+    sequential reads, per latency (medians)."""
+    lines = ["| latency | " + ref + " files/s | ÷ best Python pool | ÷ best C pool | ÷ sequential |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for lat in sorted({r["latency_ms"] for r in rows}):
+        a = next((r for r in rows if r["latency_ms"] == lat and r["name"] == ref
+                  and "error" not in r), None)
+        if not a:
+            continue
+        cells = []
+        for prefix in ("threads-", "cpool-", "python-seq"):
+            b = best_of(rows, lat, prefix)
+            cells.append(f"{a['files_s'] / b['files_s']:.2f} ({b['name']})" if b else "-")
+        lines.append(f"| {lat:g} ms | {a['files_s']:,.0f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def fmt_table(rows, ref):
@@ -124,17 +174,18 @@ def fmt_table(rows, ref):
         a = next((r for r in rs if r["name"] == ref and "error" not in r), None)
         lines.append(f"\n**{lat:g} ms per operation** (ratio = files/s ÷ {ref})\n")
         lines.append("| contender | files/s | ratio | in flight | ops/file | ms/file "
-                     "| Little bound files/s | % of bound | errors |")
-        lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+                     "| Little bound files/s | % of bound | CPU us/file | errors |")
+        lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for r in rs:
             if "error" in r:
-                lines.append(f"| {r['name']} | failed: {r['error'][-80:]} | | | | | | | |")
+                lines.append(f"| {r['name']} | failed: {r['error'][-80:]} | | | | | | | | |")
                 continue
             ratio = f"{r['files_s'] / a['files_s']:.2f}" if a else "-"
             name = f"**{r['name']}**" if r["name"] == ref else r["name"]
             lines.append(f"| {name} | {r['files_s']:,.0f} | {ratio} | {r['inflight']} | "
                          f"{r['ops_per_file']:.2f} | {r['per_file_ms']:.1f} | "
-                         f"{r['little_bound']:,.0f} | {r['pct_of_bound']:.0f} | {r['errors']} |")
+                         f"{r['little_bound']:,.0f} | {r['pct_of_bound']:.0f} | "
+                         f"{r.get('cpu_us_per_file', 0):.0f} | {r['errors']} |")
     return "\n".join(lines)
 
 
@@ -178,6 +229,8 @@ def main():
                     help="files python-seq reads (default 300; 100 with --quick)")
     ap.add_argument("--ref", default="asyncload-qd64", help="the row ratios divide by")
     ap.add_argument("--only", help="regex: run only matching contenders")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="rounds of every contender (interleaved); tables give medians")
     ap.add_argument("--timeout", type=int, default=300, help="per contender, seconds")
     ap.add_argument("--out", default=os.path.join(REPO, "bench-out"), help="output folder")
     ap.add_argument("--json", help="JSON path (default OUT/bench_slow.json)")
@@ -213,19 +266,24 @@ def main():
     if not bench.asyncload_importable():
         plan = [c for c in plan if c["kind"] != "asyncload"]
 
-    rows = []
-    step, total = 0, len(latencies) * len(plan)
+    runs = []
+    step, total = 0, len(latencies) * len(plan) * args.repeat
     for lat in latencies:
-        for c in plan:
-            step += 1
-            try:
-                r = run_one(c, args, lat, data, order, want_bytes, max_size, cpool_exe, cache)
-                log(f"[{step}/{total}] {lat:g} ms {c['name']:16s} {r['files_s']:8,.0f} files/s"
-                    f"  {r['ops_per_file']:.2f} ops/file  {r['pct_of_bound']:.0f}% of bound")
-            except Exception as e:      # one broken contender must not sink the run
-                r = dict(name=c["name"], latency_ms=lat, error=str(e))
-                log(f"[{step}/{total}] {lat:g} ms {c['name']}: FAILED: {str(e)[-300:]}")
-            rows.append(r)
+        # rounds interleave the contenders, so a slow spell of the machine hits them all
+        for rep in range(args.repeat):
+            for c in plan:
+                step += 1
+                try:
+                    r = run_one(c, args, lat, data, order, want_bytes, max_size, cpool_exe, cache)
+                    log(f"[{step}/{total}] {lat:g} ms {c['name']:16s} {r['files_s']:8,.0f} "
+                        f"files/s  {r['ops_per_file']:.2f} ops/file  "
+                        f"{r['pct_of_bound']:.0f}% of bound  {r['cpu_us_per_file']:.0f} us CPU/file")
+                except Exception as e:      # one broken contender must not sink the run
+                    r = dict(name=c["name"], latency_ms=lat, error=str(e))
+                    log(f"[{step}/{total}] {lat:g} ms {c['name']}: FAILED: {str(e)[-300:]}")
+                r["round"] = rep
+                runs.append(r)
+    rows = median_rows(runs)
 
     info = bench.machine_info(data)
     wall = time.monotonic() - t_start
@@ -238,12 +296,14 @@ def main():
                                 reader_procs=args.reader_procs, cpool=args.cpool,
                                 procs=args.procs, depths=args.depths,
                                 seq_files=args.seq_files, ref=args.ref),
-                  rows=rows, wall_s=wall)
+                  repeat=args.repeat, rows=rows, runs=runs, wall_s=wall)
     with open(json_path, "w") as f:
         json.dump(report, f, indent=1)
     text = (f"Command: `{report['command'].strip()}`  \n"
             f"Dataset: {args.n} files, {manifest['total_bytes'] / 1e6:.0f} MB, "
             f"{info.get('nproc')} cores, kernel {info.get('kernel')}\n"
+            + (f"Medians of {args.repeat} interleaved rounds.\n\n" if args.repeat > 1 else "\n")
+            + fmt_summary(rows, args.ref) + "\n"
             + fmt_table(rows, args.ref) + f"\n\nWall time: {wall:.0f} s\n")
     print(text)
     if args.png:

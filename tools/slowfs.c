@@ -11,7 +11,8 @@
  * sleeps --latency ms (plus a uniform 0..--jitter ms) in its own daemon
  * thread, so concurrent requests overlap as on a real network filesystem.
  * release and flush cost nothing (flush is not implemented: the kernel stops
- * sending it).
+ * sending it). Lookups in one directory run in parallel, as on NFS or an
+ * object store (see writev() below).
  *
  * Options (numbers may be fractional where they are milliseconds):
  *   --latency=MS         added to each operation (default 0)
@@ -50,6 +51,7 @@
 #define _GNU_SOURCE
 #include <fuse.h>
 #include <fuse_lowlevel.h>
+#include <linux/fuse.h>
 
 #include <dirent.h>
 #include <errno.h>
@@ -67,6 +69,8 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -198,6 +202,32 @@ static int wait_for_release(void)
 	}
 	atomic_fetch_sub(&g.stalled_now, 1);
 	return err;
+}
+
+/*
+ * Parallel lookups. Without FUSE_PARALLEL_DIROPS in the INIT reply the
+ * kernel serialises every lookup in one directory on a mutex (wchan
+ * fuse_lock_inode), so on a cold mount a directory of files opens one file
+ * per latency however many readers wait: a harness cap no NFS or object
+ * store has. libfuse 3.14 (Debian 12) asks for the capability but leaves the
+ * flag out of its reply, so the reply is amended here on its way to the
+ * kernel: the daemon's first write to /dev/fuse is always the INIT reply
+ * (the kernel sends nothing else before it is answered). A definition of
+ * writev() in the program takes the place of libc's for libfuse too.
+ */
+static atomic_bool init_replied;
+
+ssize_t writev(int fd, const struct iovec *iov, int iovcnt)
+{
+	if (!atomic_load_explicit(&init_replied, memory_order_relaxed) && iovcnt >= 2 &&
+	    iov[0].iov_len == sizeof(struct fuse_out_header) &&
+	    iov[1].iov_len >= offsetof(struct fuse_init_out, flags) + sizeof(uint32_t) &&
+	    !atomic_exchange(&init_replied, true)) {
+		const struct fuse_out_header *h = iov[0].iov_base;
+		if (h->error == 0)
+			((struct fuse_init_out *)iov[1].iov_base)->flags |= FUSE_PARALLEL_DIROPS;
+	}
+	return syscall(SYS_writev, fd, iov, iovcnt);
 }
 
 static void *sfs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)

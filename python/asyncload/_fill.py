@@ -3,7 +3,8 @@
 Owns ``fill()``, behind ``Worker.load()`` and used by asyncload.torch, the
 CLI and the tools: request items until the queue is full (EAGAIN), take
 completions in bursts with wait_batch, yield them in completion order, and
-refill once half the queue has drained. Each request's tag is its item's
+refill in bursts: once an eighth of the queue has drained while loads wait on
+storage, once half of the small window has while they are answered inline. Each request's tag is its item's
 index, so a caller matches an entry to its item by ``entry.tag`` even when
 several items name the same path.
 """
@@ -86,10 +87,11 @@ def fill(worker: "Worker", items: Iterable[LoadRequest], *, timeout: Optional[fl
     got = handed = 0  # entries of the current batch, and how many were yielded
     try:
         while True:
-            # Refill in bursts once half the window has drained, not one
-            # request per completion: the loader then wakes once per burst
-            # and answers it in one batch.
-            if len(waiting) <= window // 2:
+            # Refill in bursts, not one request per completion: the loader
+            # then wakes once per burst and answers it in one batch. Answered
+            # inline, a burst is half the window; from storage an eighth, so
+            # that latency stays hidden behind a nearly full queue.
+            if len(waiting) <= window - (window // 2 if window < depth else max(1, window // 8)):
                 while not exhausted and len(waiting) < window:
                     if pending is None:
                         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import pathlib
 import time
-from typing import Dict
+from typing import Any, Dict
 
 import pytest
 
@@ -156,3 +156,32 @@ def test_load_window_small_while_cached_whole_queue_after_a_miss(tmp_path: pathl
                     cold_entries.add(addr)
     assert len(warm_entries) <= _fill.WARM_WINDOW + 1, len(warm_entries)
     assert len(cold_entries) > _fill.WARM_WINDOW + 1, len(cold_entries)
+
+
+def test_load_keeps_the_queue_nearly_full_while_reading_from_storage() -> None:
+    # Loads the loader cannot answer inline wait on storage; load() must
+    # keep nearly the whole queue in flight (refilling after an eighth has
+    # drained), or on a network filesystem a quarter of the queue depth is
+    # lost to waiting for the refill. Observed at every wait: loads asked
+    # for and not yet handed out.
+    depth = 64
+    items = ["/proc/version"] * 600   # size 0: read to EOF by the engine, never inline
+    with asyncload.Loader(queue_depth=depth, max_file_size=1 << 20, n_workers=1) as ld:
+        w = ld.get_worker_context(0)
+        counts = {"yielded": 0}
+        in_flight_at_wait = []
+        wait_into = w._wait_into
+
+        def counting_wait(out: Any, n: int, timeout: Any) -> int:
+            in_flight_at_wait.append((n, counts["yielded"]))
+            return wait_into(out, n, timeout)
+
+        w._wait_into = counting_wait  # type: ignore[method-assign]
+        for e in w.load(items):
+            with e:
+                assert e.size > 0
+            counts["yielded"] += 1
+    assert counts["yielded"] == len(items)
+    # before the last queues' worth, when nothing is left to refill with
+    steady = [n for n, yielded in in_flight_at_wait if yielded < len(items) - 2 * depth]
+    assert steady and min(steady) >= depth * 3 // 4, min(steady)
