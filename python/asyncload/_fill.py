@@ -4,9 +4,9 @@ Owns ``fill()``, behind ``Worker.load()`` and used by asyncload.torch, the
 CLI and the tools: request items until the queue is full (EAGAIN), take
 completions in bursts with wait_batch, yield them in completion order, and
 refill in bursts: once an eighth of the queue has drained while loads wait on
-storage, once half of the small window has while they are answered inline. Each request's tag is its item's
-index, so a caller matches an entry to its item by ``entry.tag`` even when
-several items name the same path.
+storage, once half of the small window has while they are answered inline.
+Each request's tag is its item's index, so a caller matches an entry to its
+item by ``entry.tag`` even when several items name the same path.
 """
 
 from __future__ import annotations
