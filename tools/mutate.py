@@ -19,6 +19,7 @@ mutants after it. A mutant's run stops at its first failing test unless
 
     python3 tools/mutate.py                 # the hand-written mutants, C suite
     python3 tools/mutate.py --set fresh     # tools/mutants_fresh.py's list
+    python3 tools/mutate.py --set fresh2    # tools/mutants_fresh2.py's (a third, blind list)
     python3 tools/mutate.py --set all --list
     python3 tools/mutate.py -m gen-check -t stale_gen   # one mutant, one test
 """
@@ -162,7 +163,8 @@ MUTANTS: List[Mutant] = [
 def all_sets() -> Dict[str, List[Mutant]]:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from mutants_fresh import FRESH
-    return {"hand": MUTANTS, "fresh": FRESH}
+    from mutants_fresh2 import FRESH2
+    return {"hand": MUTANTS, "fresh": FRESH, "fresh2": FRESH2}
 
 
 def sources() -> List[str]:
@@ -332,8 +334,9 @@ def test_once(build: str, tests: List[Test], jobs: int, stop_early: bool, own_id
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--set", choices=("hand", "fresh", "all"), default="hand",
-                    help="which list: the hand-written one here, tools/mutants_fresh.py's, or both")
+    ap.add_argument("--set", choices=("hand", "fresh", "fresh2", "all"), default="hand",
+                    help="which list: the hand-written one here, tools/mutants_fresh.py's, "
+                         "tools/mutants_fresh2.py's, or all three")
     ap.add_argument("-m", "--mutant", action="append", help="only these mutants (by name)")
     ap.add_argument("-t", "--test", action="append", help="only these C tests (meson names)")
     ap.add_argument("--build", default=os.path.join(ROOT, "build-mutate"),
@@ -353,7 +356,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
     sets = all_sets()
-    pool = sets["hand"] + sets["fresh"] if args.set == "all" else sets[args.set]
+    pool = [m for v in sets.values() for m in v] if args.set == "all" else sets[args.set]
     chosen = [m for m in pool if not args.mutant or m.name in args.mutant]
     if args.list:
         for m in chosen:
