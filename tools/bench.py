@@ -166,14 +166,18 @@ class Cache(PageCache):
             super().fill()
 
 
-def run_child(spec, out_dir, timeout):
+def run_child(spec, out_dir, timeout, sample_memory=True):
+    """Runs one contender in a child process; its result, with the peak Pss unless
+    sample_memory is False (reading smaps every 20 ms costs CPU the contender then lacks,
+    which matters where the machine's CPU is what runs out)."""
     spec = dict(spec, pids_path=os.path.join(out_dir, f"pids.{os.getpid()}"))
     try:
         os.unlink(spec["pids_path"])
     except FileNotFoundError:
         pass
     sampler = MemSampler(pids_path=spec["pids_path"])
-    sampler.start()
+    if sample_memory:
+        sampler.start()
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     p = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
@@ -185,7 +189,8 @@ def run_child(spec, out_dir, timeout):
         p.communicate()
         out, err = "", f"timed out after {timeout} s"
     sampler.stop.set()
-    sampler.join()
+    if sample_memory:
+        sampler.join()
     for leftover in (spec["pids_path"], spec["pids_path"] + ".tmp"):
         try:
             os.unlink(leftover)

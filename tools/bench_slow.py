@@ -110,7 +110,8 @@ def run_one(c, args, latency, data, order, want_bytes, max_size, cpool_exe, cach
             r = run_cpool(cpool_exe, c["threads"], list_path, args.timeout)
         else:
             spec = dict(c, list_path=list_path, max_file_size=max_size)
-            r = bench.run_child(spec, args.out, args.timeout)
+            # no memory sampling: the C pool has none, and here CPU is what runs out
+            r = bench.run_child(spec, args.out, args.timeout, sample_memory=False)
         busy = busy_cpu_s() - busy0
         after = fs.stats(settle=True)
     ops = sum(after.get(k, 0) - before.get(k, 0)
