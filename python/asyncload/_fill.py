@@ -23,7 +23,7 @@ from ._state import WHOLE_FILE, encode_request
 if TYPE_CHECKING:
     from ._worker import Worker
 
-__all__ = ["LoadRequest", "fill"]
+__all__ = ["LoadRequest", "Window", "encode_item", "fill"]
 
 # One item for Worker.load(): a path, or (path, offset, length).
 LoadRequest = Union[PathArg, Tuple[PathArg, int, Optional[int]]]
@@ -47,6 +47,53 @@ def _encode_item(item: LoadRequest) -> Tuple[bytes, int, int, str]:
     return raw, off, n, os.fsdecode(raw)
 
 
+class Window:
+    """How many loads a queue-filling loop keeps in flight (``size``) and when
+    it refills (once no more than ``low`` are in flight); fill() and
+    FileStream's read loop share it.
+
+    Loads that wait on storage get the whole queue, refilled after an eighth
+    has drained, so the latency stays hidden behind a nearly full queue. Loads
+    the loader answers inline (from the page cache or its own cache: the
+    entry's inline_answer) have no latency to hide, and a full queue would
+    only cycle more buffers than the CPU caches hold (the loader's copy into
+    a buffer not in its cache costs it 30-40 % more): after a queue's worth
+    of inline answers in a row the window is WARM_WINDOW, refilled in bursts
+    of half of it (one loader wake-up a burst), until the first load that
+    was not answered inline.
+    """
+
+    __slots__ = ("depth", "size", "low", "hits")
+
+    def __init__(self, depth: int) -> None:
+        self.depth = depth
+        self.hits = 0
+        self._storage()
+
+    def _storage(self) -> None:
+        self.size = self.depth
+        self.low = self.depth - max(1, self.depth // 8)
+
+    def saw(self, inline_answer: int, error: int) -> None:
+        """One completion: answered inline or not (an error says nothing)."""
+        if inline_answer:
+            self.hits += 1
+            if self.hits == self.depth:
+                self.size = min(self.depth, WARM_WINDOW)
+                self.low = self.size // 2
+        elif not error and self.hits:
+            self.hits = 0
+            self._storage()
+
+
+def encode_item(item: LoadRequest) -> Tuple[bytes, int, int, str]:
+    """(path bytes, offset, length, the path as Entry.path gives it), checked;
+    a plain str path (the common case) without encode_request's type dispatch."""
+    if type(item) is str and item and "\0" not in item:
+        return item.encode(_FS_ENCODING, _FS_ERRORS), 0, WHOLE_FILE, item
+    return _encode_item(item)
+
+
 def fill(worker: "Worker", items: Iterable[LoadRequest], *, timeout: Optional[float] = None,
          who: str = "Worker.load()") -> Iterator[Entry]:
     """Load ``items`` through ``worker``; yield each entry (tag = item index) as it completes.
@@ -60,17 +107,7 @@ def fill(worker: "Worker", items: Iterable[LoadRequest], *, timeout: Optional[fl
     """
     it = iter(items)
     depth = worker.loader.queue_depth
-    # How many loads to keep in flight. Storage latency needs the whole
-    # queue; loads the loader answers inline (from the page cache or its
-    # own cache: the entry's inline_answer) have no latency to hide, and a
-    # full queue would only cycle more buffers than the CPU caches hold: the
-    # loader's copy into a buffer not in its cache costs it 30-40 % more. So
-    # the window shrinks to WARM_WINDOW after a queue's worth of inline
-    # answers in a row and is the whole queue again at the first load that
-    # was not.
-    small = min(depth, WARM_WINDOW)
-    window = depth
-    hits = 0
+    window = Window(depth)
     wptr = worker._handle()
     submit = lib.asyncload_worker_submit
     release = lib.asyncload_entry_release
@@ -88,22 +125,16 @@ def fill(worker: "Worker", items: Iterable[LoadRequest], *, timeout: Optional[fl
     try:
         while True:
             # Refill in bursts, not one request per completion: the loader
-            # then wakes once per burst and answers it in one batch. Answered
-            # inline, a burst is half the window; from storage an eighth, so
-            # that latency stays hidden behind a nearly full queue.
-            if len(waiting) <= window - (window // 2 if window < depth else max(1, window // 8)):
-                while not exhausted and len(waiting) < window:
+            # then wakes once per burst and answers it in one batch.
+            if len(waiting) <= window.low:
+                while not exhausted and len(waiting) < window.size:
                     if pending is None:
                         try:
                             item = next(it)
                         except StopIteration:
                             exhausted = True
                             break
-                        if type(item) is str and item and "\0" not in item:
-                            # the common case, without encode_request's type dispatch
-                            pending = (item.encode(_FS_ENCODING, _FS_ERRORS), 0, WHOLE_FILE, item)
-                        else:
-                            pending = _encode_item(item)
+                        pending = encode_item(item)
                     raw, off, n, path = pending
                     rc = submit(wptr, raw, off, n, index)
                     if rc < 0:
@@ -125,13 +156,7 @@ def fill(worker: "Worker", items: Iterable[LoadRequest], *, timeout: Optional[fl
             f = ffi.unpack(fbuf, 5 * got)
             while handed < got:
                 k = 5 * handed
-                if f[k + 4]:
-                    hits += 1
-                    if hits >= depth:
-                        window = small
-                elif not f[k + 3]:  # read by the engine (an error says nothing)
-                    hits = 0
-                    window = depth
+                window.saw(f[k + 4], f[k + 3])
                 tag = f[k + 2]
                 path = waiting.pop(tag, None)
                 if path is None:

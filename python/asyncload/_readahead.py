@@ -1,9 +1,9 @@
 """FileStream's read loop: one worker's pass over its share of an epoch, never draining.
 
-Each worker requests ahead while it yields, refilling in bursts, across batch
-boundaries; once its share is all requested it requests the first samples of
-the next epoch and leaves them (a ``_Carry``) for the next iteration in this
-process to adopt.
+Each worker requests ahead while it yields, refilling in bursts as fill()
+does (the same ``Window``), across batch boundaries; once its share is all
+requested it requests the first samples of the next epoch and leaves them (a
+``_Carry``) for the next iteration in this process to adopt.
 
 Tags: ``nonce << 48 | epoch << 32 | position`` so completions left in a slot
 by an earlier holder (a previous epoch's worker process) never match.
@@ -12,13 +12,11 @@ by an earlier holder (a previous epoch's worker process) never match.
 from __future__ import annotations
 
 import errno
-import os
 from collections import deque
 from typing import TYPE_CHECKING, Any, Deque, Dict, Iterator, List, Optional, Tuple
 
-from ._entry import Entry
+from ._fill import Window, encode_item
 from ._lowlevel import check_error, ffi, lib
-from ._state import encode_request
 from ._worker import Worker
 
 if TYPE_CHECKING:
@@ -77,7 +75,7 @@ def run(stream: "FileStream") -> Iterator[Any]:
     epoch, wid, nw, share, prog = stream._plan()
     loader = worker.loader
     depth = loader.queue_depth
-    low_water = depth // 2
+    win = Window(depth)
     window = 2 * depth  # ordered: how far requests may run ahead of the next yield
     order = [p for p in range(len(share)) if not prog.done(p)]
     tag_base = (stream._nonce & _NONCE_MASK) << 48
@@ -118,43 +116,51 @@ def run(stream: "FileStream") -> Iterator[Any]:
     stream._progress = prog
     wptr = worker._handle()
     submit = lib.asyncload_worker_submit
+    release = lib.asyncload_entry_release
+    fields = lib.al_py_entry_fields
+    make = worker._entry_type._from_fields
     paths = stream._paths
     out = ffi.new("asyncload_entry *[]", depth)
+    fbuf = ffi.new("uint64_t[]", 5 * depth)
     finished = False
-    batch: List[Optional[Entry]] = []
+    got = taken = 0  # entries of the current batch, and how many were looked at
     try:
         while True:
-            # Refill in bursts once half the queue has drained (one loader
-            # wake-up per burst), before every yield: the queue stays full
-            # while the consumer collates.
+            # Refill in bursts (one loader wake-up a burst) before every
+            # yield: the queue stays full while the consumer collates.
             in_flight = len(waiting) + (len(ahead.waiting) if ahead else 0)
-            if in_flight <= low_water:
+            if in_flight <= win.low:
                 full = False
                 while s < len(order) and not (stream.ordered and s - k >= window):
+                    if in_flight >= win.size:
+                        full = True
+                        break
                     pos = order[s]
-                    raw, off, n = encode_request(paths[share[pos]])
+                    raw, off, n, path = encode_item(paths[share[pos]])
                     tag = tag_of(epoch, pos)
                     rc = submit(wptr, raw, off, n, tag)
                     if rc == -errno.EAGAIN:
                         full = True
                         break
-                    check_error(rc, os.fsdecode(raw))
+                    check_error(rc, path)
                     waiting[tag] = pos
                     s += 1
+                    in_flight += 1
                 if not full and s >= len(order):
                     if ahead is None or next_share is None:
                         ahead = _Carry(next_epoch, wid, nw)
                         next_share = stream.indices(next_epoch, wid, nw)
-                    while ahead.count < min(depth, len(next_share)):
+                    while ahead.count < min(depth, len(next_share)) and in_flight < win.size:
                         pos = ahead.count
-                        raw, off, n = encode_request(paths[next_share[pos]])
+                        raw, off, n, path = encode_item(paths[next_share[pos]])
                         tag = tag_of(next_epoch, pos)
                         rc = submit(wptr, raw, off, n, tag)
                         if rc == -errno.EAGAIN:
                             break
-                        check_error(rc, os.fsdecode(raw))
+                        check_error(rc, path)
                         ahead.waiting[tag] = pos
                         ahead.count += 1
+                        in_flight += 1
             if stream.ordered:
                 while k < len(order) and order[k] in held:
                     outbox.append((order[k], held.pop(order[k])))
@@ -174,16 +180,21 @@ def run(stream: "FileStream") -> Iterator[Any]:
             if not waiting and worker.in_flight == 0 and (ahead is None or not ahead.waiting):
                 raise RuntimeError(
                     "asyncload.torch.FileStream: no free entry and none in flight")
+            got = taken = 0
             got = worker._wait_into(out, depth, None)
-            batch: List[Optional[Entry]] = [worker._entry_type(worker, out[i])
-                                            for i in range(got)]
-            for i, entry in enumerate(batch):
-                assert entry is not None
-                batch[i] = None
-                tag = entry.tag
+            fields(out, got, fbuf)   # every entry's fields in one C call
+            f = ffi.unpack(fbuf, 5 * got)
+            while taken < got:
+                j = 5 * taken
+                ptr = out[taken]
+                taken += 1   # from here on the entry is released by what takes it
+                win.saw(f[j + 4], f[j + 3])
+                tag = f[j + 2]
                 pos_now = waiting.pop(tag, None)
                 if pos_now is not None:
-                    item = stream._convert(entry, share[pos_now])
+                    index = share[pos_now]
+                    entry = make(worker, ptr, paths[index], f[j], f[j + 1], tag, f[j + 3])
+                    item = stream._convert(entry, index)
                     if stream.ordered:
                         held[pos_now] = item
                     else:
@@ -191,20 +202,21 @@ def run(stream: "FileStream") -> Iterator[Any]:
                     continue
                 pos_next = ahead.waiting.pop(tag, None) if ahead is not None else None
                 if pos_next is not None and ahead is not None and next_share is not None:
+                    index = next_share[pos_next]
+                    entry = make(worker, ptr, paths[index], f[j], f[j + 1], tag, f[j + 3])
                     try:
-                        ahead.ready[pos_next] = stream._convert(entry, next_share[pos_next])
+                        ahead.ready[pos_next] = stream._convert(entry, index)
                     except Exception as e:  # noqa: BLE001 - its epoch raises it
                         ahead.ready[pos_next] = _Failed(e)
                     continue
-                entry.release()  # left in the slot by an earlier holder
+                release(ptr)  # left in the slot by an earlier holder
     finally:
         if not finished:
             stream._progress = prog
             leftover = dict(waiting)
             if ahead is not None:
                 leftover.update(ahead.waiting)
-            for e in batch:  # taken from the slot, not handed out
-                if e is not None:
-                    leftover.pop(e.tag, None)
-                    e.release()
+            for t in range(taken, got):  # taken from the slot, not looked at
+                leftover.pop(fbuf[5 * t + 2], None)
+                release(out[t])
             drain(worker, leftover)
