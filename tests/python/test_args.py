@@ -95,3 +95,35 @@ def test_attach_bad_handles(tmp_path: pathlib.Path) -> None:
         asyncload.Loader.attach("")
     with pytest.raises(TypeError):
         asyncload.Loader.attach(42)  # type: ignore[arg-type]
+
+
+def _long_path(n: int) -> str:
+    """An absolute path of exactly n bytes, in components a filesystem accepts."""
+    parts, left = [], n
+    while left > 0:
+        k = min(200, left - 1)   # a "/" and k letters
+        parts.append("/" + "d" * k)
+        left -= k + 1
+    path = "".join(parts)
+    assert len(path) == n
+    return path
+
+
+def test_option_limits_are_inclusive() -> None:
+    # the product may be exactly MAX_ENTRIES; one queue more per worker is refused
+    qd = asyncload.MAX_ENTRIES // asyncload.MAX_WORKERS
+    ld = asyncload.Loader(queue_depth=qd, max_file_size=4096, n_workers=asyncload.MAX_WORKERS)
+    ld.close()
+    with pytest.raises(ValueError, match=r"n_workers \* queue_depth is too large"):
+        asyncload.Loader(queue_depth=qd + 1, max_file_size=4096, n_workers=asyncload.MAX_WORKERS)
+    # root= may be PATH_MAX - 1 bytes (then it simply does not exist); PATH_MAX is refused
+    with pytest.raises(ValueError, match=rf"root is too long \({asyncload.PATH_MAX} bytes"):
+        asyncload.Loader(queue_depth=4, max_file_size=4096, n_workers=1,
+                         root=_long_path(asyncload.PATH_MAX))
+    try:
+        asyncload.Loader(queue_depth=4, max_file_size=4096, n_workers=1,
+                         root=_long_path(asyncload.PATH_MAX - 1)).close()
+    except ValueError as e:
+        pytest.fail(f"a root of PATH_MAX - 1 bytes was refused as an argument: {e}")
+    except OSError:
+        pass  # it does not exist: the loader says so, not the argument check
