@@ -226,3 +226,42 @@ def test_bench_cache_row_is_all_hits(tmp_path: Any) -> None:
     assert r["cache"]["hits"] == nonempty and r["cache"]["misses"] == 20 + 20 - nonempty
     names = [c["name"] for c in _bench.plan(2, [4], ["io_uring"], 8, 4096, cache_bytes=1 << 20)]
     assert "asyncload-cache" in names
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_failed_read_gives_back_only_its_own_room(tmp_path: Any, engine: str,
+                                                  slowfs_factory: Any) -> None:
+    # A load reserves its room in the cache once the file's size is known and
+    # gives it back if its read then fails. Only the room at the end of what
+    # is reserved can be taken back: here the failing file (its reads answer
+    # EIO on slowfs) reserves first, the others while it is still being read,
+    # so giving its room back must not hand out theirs again. Later loads of
+    # other files would then be read over their cached bytes.
+    src = tmp_path / "src"
+    src.mkdir()
+    first = {f"a{i}.bin": os.urandom(20_000 + 1000 * i) for i in range(6)}
+    later = {f"b{i}.bin": os.urandom(20_000 + 1000 * i) for i in range(6)}
+    for name, data in {**first, **later, "bad.bin": os.urandom(30_000)}.items():
+        (src / name).write_bytes(data)
+    fs = slowfs_factory(str(src), latency_ms=3, eio_read="bad.bin")
+    with asyncload.Loader(queue_depth=16, max_file_size=1 << 20, n_workers=1,
+                          cache_bytes=4 << 20, engine=engine) as ld:
+        w = ld.get_worker_context(0)
+        names = ["bad.bin"] + list(first)
+        for e in w.load([fs.path(n) for n in names]):
+            with e:
+                if e.tag == 0:
+                    assert e.error == errno.EIO
+                else:
+                    assert e.get_data() == first[names[e.tag]]
+        for e in w.load([fs.path(n) for n in later]):
+            with e:
+                assert e.error == 0
+        before = counters(ld)
+        names = list(first) + list(later)
+        for e in w.load([fs.path(n) for n in names]):
+            with e:
+                want = {**first, **later}[names[e.tag]]
+                assert e.get_data() == want, f"{names[e.tag]}: cached bytes are not the file's"
+        after = counters(ld)
+        assert after["hits"] - before["hits"] == len(names)
