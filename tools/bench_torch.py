@@ -281,6 +281,34 @@ def evaluate(med: Dict[str, float]) -> List[Dict[str, Any]]:
     return rows
 
 
+def goal_met(goal: str, v: float) -> bool:
+    """"<= 1.05" / ">= 0.9" / "-" (no goal) applied to v."""
+    if goal == "-":
+        return True
+    op, num = goal.split()
+    return v <= float(num) if op == "<=" else v >= float(num)
+
+
+def paired_targets(epochs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The targets of each repeat on its own epochs, then the median per target. The
+    machine's speed drifts by 10-20 % over minutes here; the epochs of one repeat run
+    back to back, so each repeat's ratio is free of the drift between repeats."""
+    per: Dict[int, Dict[str, float]] = {}
+    for e in epochs:
+        per.setdefault(e["repeat"], {})[f"{e['workload']}/{e['kind']}/{e['cache']}"] = e["seconds"]
+    by_target: Dict[str, List[Dict[str, Any]]] = {}
+    for r in sorted(per):
+        for t in evaluate(per[r]):
+            by_target.setdefault(t["target"], []).append(t)
+    out = []
+    for name, ts in by_target.items():
+        vals = [t["value"] for t in ts]
+        v = statistics.median(vals)
+        out.append({"target": name, "value": round(v, 3), "per_repeat": vals,
+                    "goal": ts[0]["goal"], "met": goal_met(ts[0]["goal"], v)})
+    return out
+
+
 def ceiling_epochs(paths: List[str], args: argparse.Namespace,
                    dropper: Any) -> List[Dict[str, Any]]:
     """The C io_uring ceiling (tools/uring_ceiling.c, one ring, no Python) reading the
@@ -426,6 +454,7 @@ def main(argv: List[str]) -> int:
     best = {k: min(v) for k, v in cells.items()}
     targets = evaluate(med)
     targets_min = evaluate(best)
+    targets_paired = paired_targets(epochs)
 
     result = {
         "command": "python3 " + " ".join([os.path.relpath(__file__, REPO)] + argv),
@@ -442,6 +471,7 @@ def main(argv: List[str]) -> int:
         "min_seconds": {k: round(v, 3) for k, v in best.items()},
         "targets": targets,
         "targets_min": targets_min,
+        "targets_paired": targets_paired,
         "wall_seconds": round(time.perf_counter() - t_all, 1),
     }
 
@@ -477,6 +507,15 @@ def main(argv: List[str]) -> int:
         print("| --- | ---: | --- | --- |")
         for t in rows:
             print(f"| {t['target']} | {t['value']:.3f} | {t['goal']} | "
+                  f"{'-' if t['goal'] == '-' else ('met' if t['met'] else 'NOT met')} |")
+    if targets_paired:
+        print(f"\nmedian of the {args.repeats} repeats' own ratios (a ratio's two epochs run "
+              "within seconds of each other, so the machine's drift between repeats cancels):\n")
+        print("| target | value | per repeat | goal | met |")
+        print("| --- | ---: | --- | --- | --- |")
+        for t in targets_paired:
+            print(f"| {t['target']} | {t['value']:.3f} | "
+                  f"{', '.join(f'{v:.2f}' for v in t['per_repeat'])} | {t['goal']} | "
                   f"{'-' if t['goal'] == '-' else ('met' if t['met'] else 'NOT met')} |")
     m = result["machine"]
     print(f"\nmachine: {m.get('nproc')} cores {m.get('cpu', '?')}, kernel {m.get('kernel')}, "
