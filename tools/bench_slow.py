@@ -40,6 +40,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(REPO, "tests", "python"))
 
 import bench  # noqa: E402  (its child runner, cache dropper, machine info)
+from asyncload._contenders import machine_busy  # noqa: E402
 import make_dataset  # noqa: E402
 from slowfs import SlowFS  # noqa: E402
 
@@ -85,15 +86,6 @@ def contenders(args):
     return out
 
 
-def busy_cpu_s():
-    """CPU seconds the whole machine has been busy (every process, the FUSE daemon and the
-    kernel included), from /proc/stat; the difference over a run is its CPU cost."""
-    with open("/proc/stat") as f:
-        t = [int(x) for x in f.readline().split()[1:]]
-    idle = t[3] + t[4]  # idle + iowait
-    return (sum(t[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
 def run_one(c, args, latency, data, order, want_bytes, max_size, cpool_exe, cache):
     mnt = os.path.join(args.out, "slowfs-mnt")
     paths = order[:args.seq_files] if c.get("seq") else order
@@ -105,14 +97,16 @@ def run_one(c, args, latency, data, order, want_bytes, max_size, cpool_exe, cach
     fs = SlowFS(data, mnt, latency_ms=latency, jitter_ms=args.jitter)
     with fs:
         before = fs.stats(settle=True)
-        busy0 = busy_cpu_s()
+        busy0 = machine_busy()
         if c["kind"] == "cpool":
             r = run_cpool(cpool_exe, c["threads"], list_path, args.timeout)
         else:
             spec = dict(c, list_path=list_path, max_file_size=max_size)
             # no memory sampling: the C pool has none, and here CPU is what runs out
             r = bench.run_child(spec, args.out, args.timeout, sample_memory=False)
-        busy = busy_cpu_s() - busy0
+        # the machine's CPU over the contender's timed window where its child measured it
+        # (not its Python start and imports), else over the whole C pool run
+        busy = machine_busy() - busy0
         after = fs.stats(settle=True)
     ops = sum(after.get(k, 0) - before.get(k, 0)
               for k in ("getattr", "open", "read", "opendir", "readdir", "readlink", "statfs"))
@@ -127,7 +121,7 @@ def run_one(c, args, latency, data, order, want_bytes, max_size, cpool_exe, cach
                 wall=r["wall"], files_s=files_s, errors=r["errors"], inflight=c["inflight"],
                 ops=ops, ops_per_file=ops_per_file, per_file_ms=per_file_s * 1000,
                 little_bound=bound, pct_of_bound=100 * files_s / bound,
-                cpu_us_per_file=1e6 * busy / max(1, r["files"]))
+                cpu_us_per_file=1e6 * r.get("machine_cpu", busy) / max(1, r["files"]))
 
 
 def median_rows(runs):

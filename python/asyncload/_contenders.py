@@ -32,6 +32,16 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy() -> float:
+    """CPU seconds the whole machine has been busy (every process, daemons such as a FUSE
+    server, and the kernel) since boot, from /proc/stat; differences over a timed window
+    give a contender's full CPU cost, without its process start."""
+    with open("/proc/stat") as f:
+        t = [int(x) for x in f.readline().split()[1:]]
+    idle = t[3] + t[4]  # idle + iowait
+    return (sum(t[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def pss_kb(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
@@ -138,11 +148,11 @@ def _read_plain(paths: Sequence[str]) -> Tuple[int, int]:
 
 def run_seq(paths: Sequence[str], spec: Dict[str, Any]) -> Dict[str, Any]:
     write_pids(spec.get("pids_path"), [os.getpid()])
-    c0, t0 = cpu_self(), time.perf_counter()
+    m0, c0, t0 = machine_busy(), cpu_self(), time.perf_counter()
     nbytes, errors = _read_plain(paths)
     wall, cpu = time.perf_counter() - t0, cpu_self() - c0
     return dict(bytes=nbytes, files=len(paths), errors=errors, wall=wall, cpu=cpu,
-                end_pss_kb=pss_kb(os.getpid()))
+                machine_cpu=machine_busy() - m0, end_pss_kb=pss_kb(os.getpid()))
 
 
 def _read_or_none(p: str) -> Optional[bytes]:
@@ -158,7 +168,7 @@ def run_threads(paths: Sequence[str], spec: Dict[str, Any]) -> Dict[str, Any]:
     with ThreadPoolExecutor(spec["threads"]) as ex:
         # start the threads before the clock: a training job keeps its pool
         list(ex.map(abs, range(spec["threads"] * 4)))
-        c0, t0 = cpu_self(), time.perf_counter()
+        m0, c0, t0 = machine_busy(), cpu_self(), time.perf_counter()
         nbytes = errors = 0
         for data in ex.map(_read_or_none, paths):
             if data is None:
@@ -166,8 +176,9 @@ def run_threads(paths: Sequence[str], spec: Dict[str, Any]) -> Dict[str, Any]:
             else:
                 nbytes += len(data)
         wall, cpu = time.perf_counter() - t0, cpu_self() - c0
+        machine_cpu = machine_busy() - m0
     return dict(bytes=nbytes, files=len(paths), errors=errors, wall=wall, cpu=cpu,
-                end_pss_kb=pss_kb(os.getpid()))
+                machine_cpu=machine_cpu, end_pss_kb=pss_kb(os.getpid()))
 
 
 def _proc_reader(share: Sequence[str], conn: Any, start: Any) -> None:
@@ -259,15 +270,16 @@ def run_parallel(paths: Sequence[str], spec: Dict[str, Any]) -> Dict[str, Any]:
         write_pids(spec.get("pids_path"),
                    [os.getpid()] + [p.pid for p in procs] + ([loader_pid] if loader_pid else []))
         lc0 = proc_cpu(loader_pid) if loader_pid else 0.0
-        c0, t0 = cpu_self(), time.perf_counter()
+        m0, c0, t0 = machine_busy(), cpu_self(), time.perf_counter()
         start.set()
         results = [c.recv() for c in conns]
         wall = time.perf_counter() - t0
+        machine_cpu = machine_busy() - m0
         cpu = cpu_self() - c0 + sum(r["cpu"] for r in results)
         out = dict(bytes=sum(r["bytes"] for r in results),
                    files=sum(r["files"] for r in results),
                    errors=sum(r["errors"] for r in results), wall=wall,
-                   end_pss_kb=pss_kb(os.getpid()) + sum(r["pss_kb"] for r in results))
+                   machine_cpu=machine_cpu, end_pss_kb=pss_kb(os.getpid()) + sum(r["pss_kb"] for r in results))
         if loader_pid:
             lcpu = proc_cpu(loader_pid) - lc0
             out.update(loader_cpu=lcpu, loader_shmem_kb=status_kb(loader_pid, "RssShmem"),
