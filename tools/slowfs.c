@@ -46,7 +46,7 @@
  * in the stats counts both.
  */
 #ifndef FUSE_USE_VERSION
-#define FUSE_USE_VERSION 31
+#define FUSE_USE_VERSION 32 /* the loop config struct; 312 where libfuse has the setters */
 #endif
 #define _GNU_SOURCE
 #include <fuse.h>

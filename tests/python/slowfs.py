@@ -52,7 +52,7 @@ def _build(out_dir: str) -> str:
         raise SlowFSError("cannot build slowfs: libfuse3-dev (pkg-config fuse3) is missing; "
                           "`make setup` installs it") from e
     major_minor = tuple(int(x) for x in ver.split(".")[:2])
-    api = "312" if major_minor >= (3, 12) else "31"
+    api = "312" if major_minor >= (3, 12) else "32"
     os.makedirs(out_dir, exist_ok=True)
     tmp = f"{exe}.{os.getpid()}"
     r = subprocess.run([os.environ.get("CC", "cc"), "-O2", "-Wall", "-Wextra", "-std=gnu11",
