@@ -63,7 +63,7 @@ static bool read_inline(struct loop *lp, uint32_t idx)
  * leave the request to the engine (not cached, no slot free, or an answer
  * only that path words canonically).
  */
-bool al_inline_open(struct loop *lp, uint32_t idx)
+bool al_inline_open(struct loop *lp, uint32_t idx, const struct al_place *place)
 {
 	struct req *r = &lp->reqs[idx];
 	if (!lp->free_slots.len || lp->slot_q.len)
@@ -80,8 +80,10 @@ bool al_inline_open(struct loop *lp, uint32_t idx)
 			guarded = true;
 		}
 	} else if (al_mounts_any_may_block(lp->mounts)) {
-		if (!al_mounts_local_root(lp->mounts, path, &dfd, &path))
+		if (place->root_fd < 0)
 			return false;
+		dfd = place->root_fd;
+		path = place->rest;
 		how.resolve |= RESOLVE_NO_XDEV;
 		guarded = true;
 	}

@@ -124,7 +124,7 @@ void al_step_answer_read(struct loop *lp, uint32_t idx);
 
 /* inline.c: true once the request is answered or handed on */
 bool al_inline_from_cache(struct loop *lp, uint32_t idx);
-bool al_inline_open(struct loop *lp, uint32_t idx);
+bool al_inline_open(struct loop *lp, uint32_t idx, const struct al_place *place);
 
 /* steps.c */
 void al_steps_start(struct loop *lp, uint32_t idx);             /* a new request */

@@ -229,16 +229,30 @@ static struct al_mount *mount_of(const struct al_mounts *m, const char *path)
 	return best;
 }
 
+struct al_place al_mounts_place(const struct al_mounts *m, const char *path)
+{
+	struct al_place p = {.may_block = true, .root_fd = -1, .rest = NULL};
+	if (m && !m->any_may_block) {
+		p.may_block = false;
+		return p;
+	}
+	const struct al_mount *mt = m && path[0] == '/' ? mount_of(m, path) : NULL;
+	if (!mt || mt->may_block)
+		return p;
+	p.may_block = false;
+	if (mt->root_fd >= 0) {
+		const char *rest = path + (mt->len == 1 ? 1 : mt->len);
+		while (*rest == '/')
+			rest++;
+		p.root_fd = mt->root_fd;
+		p.rest = *rest ? rest : ".";
+	}
+	return p;
+}
+
 bool al_mounts_may_block_at(const struct al_mounts *m, const char *path)
 {
-	if (!m)
-		return true;
-	if (!m->any_may_block)
-		return false;
-	if (path[0] != '/')
-		return true;
-	struct al_mount *mt = mount_of(m, path);
-	return !mt || mt->may_block;
+	return al_mounts_place(m, path).may_block;
 }
 
 bool al_mounts_may_block_under(const struct al_mounts *m, const char *dir)
@@ -270,19 +284,4 @@ bool al_mounts_dev_may_block(const struct al_mounts *m, dev_t dev)
 		if (m->v[i].dev == dev && m->v[i].may_block)
 			return true;
 	return false;
-}
-
-bool al_mounts_local_root(struct al_mounts *m, const char *path, int *dirfd, const char **rest)
-{
-	if (!m || path[0] != '/')
-		return false;
-	struct al_mount *mt = mount_of(m, path);
-	if (!mt || mt->may_block || mt->root_fd < 0)
-		return false;
-	const char *p = path + (mt->len == 1 ? 1 : mt->len);
-	while (*p == '/')
-		p++;
-	*dirfd = mt->root_fd;
-	*rest = *p ? p : ".";
-	return true;
 }

@@ -23,14 +23,21 @@ bool al_mounts_refresh(struct al_mounts *m);
 struct al_mounts *al_mounts_free(struct al_mounts *m);
 
 bool al_mounts_any_may_block(const struct al_mounts *m);
-/* `path` (absolute) lies on a filesystem that may block. */
+/* Where a path lies, from one look at the table: whether its filesystem may
+ * block (true for a relative path or an unread table), and on a mount that
+ * cannot, an O_PATH descriptor of that mount's root and the rest of the
+ * path, to resolve with RESOLVE_NO_XDEV (root_fd -1: none to be had without
+ * blocking, or no mount may block and none is needed). */
+struct al_place {
+	bool may_block;
+	int root_fd;
+	const char *rest;
+};
+struct al_place al_mounts_place(const struct al_mounts *m, const char *path);
+/* al_mounts_place(m, path).may_block */
 bool al_mounts_may_block_at(const struct al_mounts *m, const char *path);
 /* A lookup at or beneath directory `dir` (a confined root) may reach one. */
 bool al_mounts_may_block_under(const struct al_mounts *m, const char *dir);
 bool al_mounts_dev_may_block(const struct al_mounts *m, dev_t dev);
-/* For an absolute path on a mount that cannot block: an O_PATH descriptor of
- * that mount's root and the rest of the path, to resolve with
- * RESOLVE_NO_XDEV. False if there is none to be had without blocking. */
-bool al_mounts_local_root(struct al_mounts *m, const char *path, int *dirfd, const char **rest);
 
 #endif /* ASYNCLOAD_MOUNTS_H */

@@ -424,11 +424,14 @@ void al_steps_start(struct loop *lp, uint32_t idx)
 	struct req *r = &lp->reqs[idx];
 	if (lp->cache && al_inline_from_cache(lp, idx))
 		return;
-	if (lp->h->confined)
+	struct al_place place = {.may_block = true, .root_fd = -1, .rest = NULL};
+	if (lp->h->confined) {
 		r->remote = lp->root_may_block;
-	else
-		r->remote = al_mounts_may_block_at(lp->mounts, al_step_open_path(lp, idx));
-	if (!r->remote && lp->cached_lookup && al_inline_open(lp, idx))
+	} else {
+		place = al_mounts_place(lp->mounts, al_step_open_path(lp, idx));
+		r->remote = place.may_block;
+	}
+	if (!r->remote && lp->cached_lookup && al_inline_open(lp, idx, &place))
 		return;
 	if (lp->h->confined)
 		give_slot_or_wait(lp, idx);
