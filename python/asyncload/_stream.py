@@ -40,7 +40,7 @@ from ._readahead import _SKIPPED, _Carry, run
 from ._shard import _Progress, _rank_len, dist_info, shard_indices
 from ._worker import Worker
 from .torch import (DEFAULT_MAX_FILE_SIZE, DEFAULT_QUEUE_DEPTH, _claim_slot, _entry_item,
-                    default_n_workers)
+                    _running_loader, default_n_workers)
 
 __all__ = ["FileStream"]
 
@@ -165,16 +165,9 @@ class FileStream(_tud.IterableDataset):
     def start(self) -> Loader:
         """Start (local rank 0) or attach to (other local ranks) the node's
         loader if not done yet; returns it."""
-        loader = self._loader
-        if loader is not None and not loader.closed:
+        loader = _running_loader(self, "asyncload.torch.FileStream: the loader", "stream")
+        if loader is not None:
             return loader
-        if self._closed:
-            raise ValueError("this stream was closed")
-        if not self._owner or os.getpid() != self._owner_pid:
-            raise RuntimeError(
-                "asyncload.torch.FileStream: the loader was not started before this process "
-                "was forked; call stream.start() (or create it with start=True) before "
-                "creating DataLoader workers")
         with self._start_lock:
             if self._loader is None:
                 if self.local_rank > 0:

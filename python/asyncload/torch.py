@@ -137,6 +137,23 @@ def _claim_slot(loader: Loader, sid: int, who: str) -> Worker:
         time.sleep(0.02)
 
 
+def _running_loader(ds: Any, whose: str, name: str) -> Optional[Loader]:
+    """The running loader of a FileDataset or FileStream ``ds``, or None if this
+    process may start it; raises ValueError once ``ds`` is closed and
+    RuntimeError in a process forked before it was started (``whose``: whose
+    loader, for the message; ``name``: what to call ``start()`` on)."""
+    loader = ds._loader
+    if loader is not None and not loader.closed:
+        return loader
+    if ds._closed:
+        raise ValueError(f"this {name} was closed")
+    if not ds._owner or os.getpid() != ds._owner_pid:
+        raise RuntimeError(
+            f"{whose} was not started before this process was forked; call {name}.start() "
+            "(or create it with start=True) before creating DataLoader workers")
+    return None
+
+
 def _entry_item(entry: Entry, make: Callable[[memoryview], Any], what: str = "transform") -> Any:
     """``make(data)`` of a completed entry, then the entry released; raises
     LoadError for a failed load and BufferError if the item still views the
@@ -243,16 +260,9 @@ class FileDataset(_tud.Dataset):
 
         Only the process that created the dataset can start it.
         """
-        loader = self._loader
-        if loader is not None and not loader.closed:
+        loader = _running_loader(self, "asyncload.torch: the dataset's loader", "dataset")
+        if loader is not None:
             return loader
-        if self._closed:
-            raise ValueError("this dataset was closed")
-        if not self._owner or os.getpid() != self._owner_pid:
-            raise RuntimeError(
-                "asyncload.torch: the dataset's loader was not started before this process "
-                "was forked; call dataset.start() (or create it with start=True) before "
-                "creating DataLoader workers")
         with self._start_lock:
             if self._loader is None:
                 loader = Loader(**self._options)
