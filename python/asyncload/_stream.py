@@ -219,12 +219,7 @@ class FileStream(_tud.IterableDataset):
 
     @property
     def loader(self) -> Loader:
-        if self._closed:
-            raise ValueError("this stream was closed")
-        loader = self._loader
-        if loader is None or loader.closed:
-            return self.start()
-        return loader
+        return self.start()  # the running loader, started here if need be
 
     def __getstate__(self) -> Dict[str, Any]:
         self.loader  # noqa: B018  the handle must exist before it travels

@@ -315,12 +315,7 @@ class FileDataset(_tud.Dataset):
         return self._live_loader()
 
     def _live_loader(self) -> Loader:
-        if self._closed:
-            raise ValueError("this dataset was closed")
-        loader = self._loader
-        if loader is None or loader.closed:
-            return self.start()
-        return loader
+        return self.start()  # the running loader, started here if need be
 
     # -- pickling (spawn / forkserver workers) ----------------------------
 
