@@ -134,20 +134,27 @@ def child_main(spec):
 # --------------------------------------------------------------------------------------------
 # the parent: cache control, the C ceiling, orchestration, report
 
-def build_ceiling(out_dir):
-    """Compiles uring_ceiling.c into out_dir (rebuilt when the source changes)."""
-    src = os.path.join(HERE, "uring_ceiling.c")
-    exe = os.path.join(out_dir, "uring_ceiling")
+def build_tool(out_dir, name, libs, why_not=""):
+    """Compiles tools/NAME.c with -O2 into out_dir (rebuilt when the source changes) and
+    returns its path, or None (logged) if it does not build. Always our own optimised build,
+    never one from a build*/ folder: build-san's is instrumented and would lower a baseline."""
+    src = os.path.join(HERE, name + ".c")
+    exe = os.path.join(out_dir, name)
     if os.path.exists(exe) and os.path.getmtime(exe) >= os.path.getmtime(src):
         return exe
     cc = os.environ.get("CC", "cc")
-    r = subprocess.run([cc, "-O2", "-Wall", "-o", exe, src, "-luring", "-lpthread"],
-                       capture_output=True,
+    r = subprocess.run([cc, "-O2", "-Wall", "-o", exe, src, *libs], capture_output=True,
                        text=True)
     if r.returncode:
-        log(f"cannot build the C ceiling (is liburing installed?):\n{r.stderr.strip()}")
+        log(f"cannot build {name}{why_not}:\n{r.stderr.strip()}")
         return None
     return exe
+
+
+def build_ceiling(out_dir):
+    """The C io_uring ceiling, tools/uring_ceiling.c, built into out_dir."""
+    return build_tool(out_dir, "uring_ceiling", ["-luring", "-lpthread"],
+                      " (the C ceiling; is liburing installed?)")
 
 
 class Cache(PageCache):

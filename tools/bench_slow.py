@@ -49,17 +49,10 @@ log = bench.log
 
 
 def find_threadread(out_dir):
-    """build*/threadread from meson, else compiled from tools/threadread.c into out_dir."""
-    src = os.path.join(HERE, "threadread.c")
-    cands = [os.path.join(REPO, d, "threadread") for d in sorted(os.listdir(REPO))
-             if d.startswith("build")]
-    cands = [p for p in cands if os.access(p, os.X_OK)
-             and os.path.getmtime(p) >= os.path.getmtime(src)]
-    if cands:
-        return max(cands, key=os.path.getmtime)
-    exe = os.path.join(out_dir, "threadread")
-    subprocess.run([os.environ.get("CC", "cc"), "-O2", "-Wall", "-o", exe, src, "-lpthread"],
-                   check=True)
+    """The C thread pool, tools/threadread.c, built into out_dir with -O2 (bench.build_tool)."""
+    exe = bench.build_tool(out_dir, "threadread", ["-lpthread"], " (the C thread pool)")
+    if exe is None:
+        raise RuntimeError("cannot build tools/threadread.c")
     return exe
 
 
