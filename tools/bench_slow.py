@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import time
@@ -155,6 +156,30 @@ def fmt_summary(rows, ref):
     return "\n".join(lines)
 
 
+def fmt_round_summary(runs, ref):
+    """The same ratios taken within each round (the reference against that round's best
+    Python pool, best C pool and sequential run), then the median over rounds: a round's
+    contenders run back to back, so this cancels the machine's drift between rounds, which
+    the medians of files/s above do not."""
+    lines = ["| latency | ÷ best Python pool | ÷ best C pool | ÷ sequential |",
+             "| --- | --- | --- | --- |"]
+    ok = [r for r in runs if "error" not in r]
+    for lat in sorted({r["latency_ms"] for r in ok}):
+        cells = []
+        for prefix in ("threads-", "cpool-", "python-seq"):
+            ratios = []
+            for rnd in sorted({r["round"] for r in ok if r["latency_ms"] == lat}):
+                same = [r for r in ok if r["latency_ms"] == lat and r["round"] == rnd]
+                a = next((r for r in same if r["name"] == ref), None)
+                bs = [r for r in same if r["name"].startswith(prefix)]
+                if a and bs:
+                    ratios.append(a["files_s"] / max(r["files_s"] for r in bs))
+            cells.append(", ".join(f"{x:.2f}" for x in ratios)
+                         + f": **{statistics.median(ratios):.2f}**" if ratios else "-")
+        lines.append(f"| {lat:g} ms | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def fmt_table(rows, ref):
     lines = []
     for lat in sorted({r["latency_ms"] for r in rows}):
@@ -221,8 +246,18 @@ def main():
                     help="rounds of every contender (interleaved); tables give medians")
     ap.add_argument("--timeout", type=int, default=300, help="per contender, seconds")
     ap.add_argument("--out", default=os.path.join(REPO, "bench-out"), help="output folder")
+    ap.add_argument("--report", metavar="JSON",
+                    help="print the tables of an earlier run's JSON report (with --png, its "
+                         "chart) and exit")
     ap.add_argument("--json", help="JSON path (default OUT/bench_slow.json)")
     args = ap.parse_args()
+    if args.report:
+        with open(args.report) as f:
+            report = json.load(f)
+        print(fmt_report(report))
+        if args.png:
+            chart(report["rows"], args.png)
+        return
 
     if args.quick:
         if "--n" not in sys.argv:
@@ -287,17 +322,26 @@ def main():
                   repeat=args.repeat, rows=rows, runs=runs, wall_s=wall)
     with open(json_path, "w") as f:
         json.dump(report, f, indent=1)
-    text = (f"Command: `{report['command'].strip()}`  \n"
-            f"Dataset: {args.n} files, {manifest['total_bytes'] / 1e6:.0f} MB, "
-            f"{info.get('nproc')} cores, kernel {info.get('kernel')}\n"
-            + (f"Medians of {args.repeat} interleaved rounds.\n\n" if args.repeat > 1 else "\n")
-            + fmt_summary(rows, args.ref) + "\n"
-            + fmt_table(rows, args.ref) + f"\n\nWall time: {wall:.0f} s\n")
-    print(text)
+    print(fmt_report(report))
     if args.png:
         chart(rows, args.png)
         log(f"wrote {args.png}")
     log(f"wrote {json_path} in {wall:.0f} s")
+
+
+def fmt_report(report):
+    """The tables of a run, from its JSON report (what main() prints, and --report)."""
+    info, ds, ref = report["machine"], report["dataset"], report["settings"]["ref"]
+    rows, runs, repeat = report["rows"], report["runs"], report["repeat"]
+    text = (f"Command: `{report['command'].strip()}`  \n"
+            f"Dataset: {ds['n']} files, {ds['total_bytes'] / 1e6:.0f} MB, "
+            f"{info.get('nproc')} cores, kernel {info.get('kernel')}\n"
+            + (f"Medians of {repeat} interleaved rounds.\n\n" if repeat > 1 else "\n")
+            + fmt_summary(rows, ref) + "\n")
+    if repeat > 1:
+        text += ("\nEach round's own ratios, and their median:\n\n"
+                 + fmt_round_summary(runs, ref) + "\n")
+    return text + fmt_table(rows, ref) + f"\n\nWall time: {report['wall_s']:.0f} s\n"
 
 
 if __name__ == "__main__":
