@@ -43,7 +43,7 @@ sys.path.insert(0, os.path.join(REPO, "tests", "python"))
 import bench  # noqa: E402  (its child runner, cache dropper, machine info)
 from asyncload._contenders import machine_busy  # noqa: E402
 import make_dataset  # noqa: E402
-from slowfs import SlowFS  # noqa: E402
+from slowfs import SlowFS, build as build_slowfs  # noqa: E402
 
 MiB = 1 << 20
 log = bench.log
@@ -280,6 +280,8 @@ def main():
     order = [rel for rel, _ in manifest["files"]]
     random.Random(args.seed * 7919).shuffle(order)
     cpool_exe = find_threadread(args.out)
+    # the daemon every contender waits on: our -O2 build, not a build folder's (maybe ASan's)
+    os.environ.setdefault("ASYNCLOAD_SLOWFS", build_slowfs(args.out))
     cache = bench.Cache([os.path.join(data, rel) for rel in order])
     log(f"cold: a fresh slowfs mount per contender, page cache dropped with {cache.method}")
     plan = contenders(args)

@@ -341,8 +341,10 @@ def fuse_epochs(paths: List[str], data: str, args: argparse.Namespace,
                 dropper: Any) -> List[Dict[str, Any]]:
     """Raw epochs over a slowfs mount of ``data``, each on a fresh mount (empty FUSE caches)."""
     sys.path.insert(0, os.path.join(REPO, "tests", "python"))
-    from slowfs import SlowFS
+    from slowfs import SlowFS, build
 
+    # an -O2 daemon, not a build folder's (maybe build-san's: ASan would slow every reader)
+    os.environ.setdefault("ASYNCLOAD_SLOWFS", build(os.path.join(REPO, "bench-out")))
     mnt = os.path.join(REPO, "bench-out", "slowfs-torch-mnt")
     rel = [os.path.relpath(p, data) for p in paths]
     mpaths = [os.path.join(mnt, r) for r in rel]

@@ -10,7 +10,9 @@ The slowfs binary is found, in this order: the ASYNCLOAD_SLOWFS environment vari
 the newest ``slowfs`` of the repository's meson build folders (``build*/slowfs``, made by
 ``make build`` / ``meson compile -C build``) that is newer than tools/slowfs.c; else it is
 compiled from tools/slowfs.c with ``cc`` and ``pkg-config fuse3`` into a per-user
-temporary folder. Mounting needs /dev/fuse (``modprobe fuse`` is tried as root) and either
+temporary folder. tools/bench_slow.py sets ASYNCLOAD_SLOWFS to its own -O2 build (build()),
+since a build folder's may be build-san's, whose ASan would slow the daemon that every
+contender waits on. Mounting needs /dev/fuse (``modprobe fuse`` is tried as root) and either
 root or a usable fusermount3.
 
 Stopping always releases stalls, unmounts (``fusermount3 -u``, else ``umount -l``) and ends
@@ -39,7 +41,8 @@ class SlowFSError(RuntimeError):
     """slowfs could not be built, found or mounted."""
 
 
-def _build(out_dir: str) -> str:
+def build(out_dir: str) -> str:
+    """Compiles tools/slowfs.c with -O2 into out_dir (kept while newer than the source)."""
     exe = os.path.join(out_dir, "slowfs")
     if os.path.exists(exe) and os.path.getmtime(exe) >= os.path.getmtime(SOURCE):
         return exe
@@ -77,7 +80,7 @@ def find_slowfs() -> str:
              if os.access(p, os.X_OK) and os.path.getmtime(p) >= src_mtime]
     if built:
         return max(built, key=os.path.getmtime)
-    return _build(os.path.join(tempfile.gettempdir(), f"asyncload-slowfs-{os.getuid()}"))
+    return build(os.path.join(tempfile.gettempdir(), f"asyncload-slowfs-{os.getuid()}"))
 
 
 def ensure_fuse() -> None:
