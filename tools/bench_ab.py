@@ -54,22 +54,10 @@ def warm_round(trees, list_path):
 
 def slow_setup(args):
     sys.path.insert(0, HERE)
-    import bench
     import bench_slow
-    import make_dataset
-    from slowfs import build
-    os.environ.setdefault("ASYNCLOAD_SLOWFS", build(args.out))
-    data = os.path.join(REPO, "data", f"bench-{args.n}")
-    manifest = make_dataset.make(data, args.n, 0)
-    order = [rel for rel, _ in manifest["files"]]
-    random.Random(0).shuffle(order)
-    ctx = dict(bench_slow=bench_slow, data=data, order=order,
-               want=dict((rel, size) for rel, size in manifest["files"]),
-               max_size=(manifest["max_bytes"] + (1 << 20)) & ~((1 << 20) - 1),
-               cpool=bench_slow.find_threadread(args.out),
-               cache=bench.Cache([os.path.join(data, r) for r in order]),
-               ns=argparse.Namespace(out=args.out, seq_files=300, jitter=0.0, timeout=600))
-    return ctx
+    ds = bench_slow.prepare(args.out, args.n, 0)
+    return dict(bench_slow=bench_slow, ds=ds,
+                ns=argparse.Namespace(out=args.out, seq_files=300, jitter=0.0, timeout=600))
 
 
 def slow_round(trees, args, ctx):
@@ -82,8 +70,7 @@ def slow_round(trees, args, ctx):
     for name, c, tree in plan:
         if tree:
             os.environ["PYTHONPATH"] = tree   # the contender's child imports from here
-        r = bs.run_one(c, ctx["ns"], args.slow_ms, ctx["data"], ctx["order"], ctx["want"],
-                       ctx["max_size"], ctx["cpool"], ctx["cache"])
+        r = bs.run_one(c, ctx["ns"], args.slow_ms, ctx["ds"])
         out[name] = [r["files_s"], r["cpu_us_per_file"]]
     return out
 

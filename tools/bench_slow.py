@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
+import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -80,7 +81,26 @@ def contenders(args):
     return out
 
 
-def run_one(c, args, latency, data, order, want_bytes, max_size, cpool_exe, cache):
+def prepare(out, n, seed, data=None):
+    """What every run on slowfs needs: the dataset (made if missing) and its shuffled order,
+    the C pool and the slowfs daemon built with -O2 into out (not a build folder's, which may
+    be build-san's ASan binaries), and the page-cache dropper."""
+    data = os.path.abspath(data or os.path.join(REPO, "data", f"bench-{n}"))
+    log(f"dataset {data} ({n} files, seed {seed})")
+    manifest = make_dataset.make(data, n, seed)
+    order = [rel for rel, _ in manifest["files"]]
+    random.Random(seed * 7919).shuffle(order)
+    os.environ.setdefault("ASYNCLOAD_SLOWFS", build_slowfs(out))
+    return types.SimpleNamespace(
+        data=data, manifest=manifest, order=order,
+        want_bytes=dict((rel, size) for rel, size in manifest["files"]),
+        max_size=(manifest["max_bytes"] + MiB) & ~(MiB - 1),
+        cpool=find_threadread(out), cache=bench.Cache([os.path.join(data, rel) for rel in order]))
+
+
+def run_one(c, args, latency, ds):
+    """One contender, cold, on a fresh slowfs mount of ds (prepare()) at latency ms."""
+    data, order, want_bytes, cache = ds.data, ds.order, ds.want_bytes, ds.cache
     mnt = os.path.join(args.out, "slowfs-mnt")
     paths = order[:args.seq_files] if c.get("seq") else order
     list_path = os.path.join(args.out, "slow-list.txt")
@@ -93,9 +113,9 @@ def run_one(c, args, latency, data, order, want_bytes, max_size, cpool_exe, cach
         before = fs.stats(settle=True)
         busy0 = machine_busy()
         if c["kind"] == "cpool":
-            r = run_cpool(cpool_exe, c["threads"], list_path, args.timeout)
+            r = run_cpool(ds.cpool, c["threads"], list_path, args.timeout)
         else:
-            spec = dict(c, list_path=list_path, max_file_size=max_size)
+            spec = dict(c, list_path=list_path, max_file_size=ds.max_size)
             # no memory sampling: the C pool has none, and here CPU is what runs out
             r = bench.run_child(spec, args.out, args.timeout, sample_memory=False)
         # the machine's CPU over the contender's timed window where its child measured it
@@ -272,18 +292,9 @@ def main():
     json_path = args.json or os.path.join(args.out, "bench_slow.json")
     t_start = time.monotonic()
 
-    data = os.path.abspath(args.data or os.path.join(REPO, "data", f"bench-{args.n}"))
-    log(f"dataset {data} ({args.n} files, seed {args.seed})")
-    manifest = make_dataset.make(data, args.n, args.seed)
-    want_bytes = dict((rel, size) for rel, size in manifest["files"])
-    max_size = (manifest["max_bytes"] + MiB) & ~(MiB - 1)
-    order = [rel for rel, _ in manifest["files"]]
-    random.Random(args.seed * 7919).shuffle(order)
-    cpool_exe = find_threadread(args.out)
-    # the daemon every contender waits on: our -O2 build, not a build folder's (maybe ASan's)
-    os.environ.setdefault("ASYNCLOAD_SLOWFS", build_slowfs(args.out))
-    cache = bench.Cache([os.path.join(data, rel) for rel in order])
-    log(f"cold: a fresh slowfs mount per contender, page cache dropped with {cache.method}")
+    ds = prepare(args.out, args.n, args.seed, args.data)
+    data, manifest = ds.data, ds.manifest
+    log(f"cold: a fresh slowfs mount per contender, page cache dropped with {ds.cache.method}")
     plan = contenders(args)
     if args.only:
         import re
@@ -299,7 +310,7 @@ def main():
             for c in plan:
                 step += 1
                 try:
-                    r = run_one(c, args, lat, data, order, want_bytes, max_size, cpool_exe, cache)
+                    r = run_one(c, args, lat, ds)
                     log(f"[{step}/{total}] {lat:g} ms {c['name']:16s} {r['files_s']:8,.0f} "
                         f"files/s  {r['ops_per_file']:.2f} ops/file  "
                         f"{r['pct_of_bound']:.0f}% of bound  {r['cpu_us_per_file']:.0f} us CPU/file")
@@ -313,7 +324,7 @@ def main():
     info = bench.machine_info(data)
     wall = time.monotonic() - t_start
     report = dict(command="python3 tools/bench_slow.py " + " ".join(sys.argv[1:]),
-                  machine=info, cache_drop=cache.method,
+                  machine=info, cache_drop=ds.cache.method,
                   dataset=dict(path=data, n=args.n, seed=args.seed,
                                total_bytes=manifest["total_bytes"],
                                mean_bytes=manifest["mean_bytes"]),

@@ -250,24 +250,18 @@ struct al_place al_mounts_place(const struct al_mounts *m, const char *path)
 	return p;
 }
 
-bool al_mounts_may_block_at(const struct al_mounts *m, const char *path)
-{
-	return al_mounts_place(m, path).may_block;
-}
-
 bool al_mounts_may_block_under(const struct al_mounts *m, const char *dir)
 {
-	if (al_mounts_may_block_at(m, dir))
+	if (al_mounts_place(m, dir).may_block)
 		return true;
 	if (!m->any_may_block)
 		return false;
-	const char *path = dir;
-	size_t len = strlen(path);
-	while (len > 1 && path[len - 1] == '/')
+	size_t len = strlen(dir);
+	while (len > 1 && dir[len - 1] == '/')
 		len--;
 	for (size_t i = 0; i < m->n; i++) {
 		const struct al_mount *o = &m->v[i];
-		if (o->may_block && o->len > len && strncmp(o->point, path, len) == 0 &&
+		if (o->may_block && o->len > len && strncmp(o->point, dir, len) == 0 &&
 		    (o->point[len] == '/' || len == 1))
 			return true;
 	}

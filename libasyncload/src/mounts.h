@@ -34,8 +34,6 @@ struct al_place {
 	const char *rest;
 };
 struct al_place al_mounts_place(const struct al_mounts *m, const char *path);
-/* al_mounts_place(m, path).may_block */
-bool al_mounts_may_block_at(const struct al_mounts *m, const char *path);
 /* A lookup at or beneath directory `dir` (a confined root) may reach one. */
 bool al_mounts_may_block_under(const struct al_mounts *m, const char *dir);
 bool al_mounts_dev_may_block(const struct al_mounts *m, dev_t dev);

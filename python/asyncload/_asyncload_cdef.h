@@ -108,6 +108,8 @@ const char *asyncload_strerror(int err);
 
 /* The binding's own helper, defined in _build.py's preamble (not part of
  * the C library): size, offset, tag, -error and "answered inline" (from the
- * page cache or the loader's cache, no engine round trip) of n entries in one call (5 numbers each), so a batch of
- * completions crosses into C once instead of four times a file. */
+ * page cache or the loader's cache, no engine round trip) of n entries in
+ * one call (AL_PY_FIELDS numbers each), so a batch of completions crosses
+ * into C once instead of four times a file. */
+#define AL_PY_FIELDS 5
 void al_py_entry_fields(asyncload_entry **es, unsigned n, uint64_t *out);

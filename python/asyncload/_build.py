@@ -193,9 +193,11 @@ _PREAMBLE = r"""
 #include "asyncload.h"
 #include "internal.h"
 
+#define AL_PY_FIELDS 5
+
 static void al_py_entry_fields(asyncload_entry **es, unsigned n, uint64_t *out)
 {
-    for (unsigned i = 0; i < n; i++, out += 5) {
+    for (unsigned i = 0; i < n; i++, out += AL_PY_FIELDS) {
         const struct al_entry_shm *e = (const struct al_entry_shm *)es[i];
         out[0] = e->size;
         out[1] = e->offset;

@@ -80,11 +80,6 @@ class LiveEntries:
     def add(self, entry: "Entry") -> None:
         self._refs[id(entry)] = weakref.ref(entry)
 
-    def discard(self, entry: "Entry") -> None:
-        ref = self._refs.get(id(entry))
-        if ref is not None and ref() is entry:
-            del self._refs[id(entry)]
-
     def __iter__(self) -> Iterator["Entry"]:
         live: List[Entry] = []
         for key, ref in list(self._refs.items()):
@@ -94,9 +89,6 @@ class LiveEntries:
             else:
                 live.append(e)
         return iter(live)
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
 
 
 def _field(slot: str, doc: str) -> Any:
@@ -265,7 +257,7 @@ class Entry:
             ptr, self._ptr = self._ptr, None
         w = self._worker
         loader = w._loader
-        # LiveEntries.discard, inlined: a live entry's id is its own
+        # out of the loader's live entries: while this entry lives, its id is its own
         loader._entries._refs.pop(id(self), None)
         if (self._pid == _state.pid and w._gen == self._gen and w._ptr is not None
                 and loader._cptr is not None and loader._c.alive):

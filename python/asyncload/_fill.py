@@ -14,7 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
-from typing import TYPE_CHECKING, Dict, Iterable, Iterator, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, Optional, Tuple, Union
 
 from ._entry import Entry
 from ._lowlevel import PathArg, check_error, ffi, lib
@@ -23,7 +23,7 @@ from ._state import WHOLE_FILE, encode_request
 if TYPE_CHECKING:
     from ._worker import Worker
 
-__all__ = ["LoadRequest", "Window", "encode_item", "fill"]
+__all__ = ["FIELDS", "LoadRequest", "Window", "drain", "encode_item", "fill", "give_back"]
 
 # One item for Worker.load(): a path, or (path, offset, length).
 LoadRequest = Union[PathArg, Tuple[PathArg, int, Optional[int]]]
@@ -31,6 +31,9 @@ LoadRequest = Union[PathArg, Tuple[PathArg, int, Optional[int]]]
 
 # loads kept in flight while the loader answers from the page cache (see fill)
 WARM_WINDOW = 16
+
+# numbers al_py_entry_fields gives per entry: size, offset, tag, -error, answered inline
+FIELDS = lib.AL_PY_FIELDS
 
 _FS_ENCODING = sys.getfilesystemencoding()
 _FS_ERRORS = sys.getfilesystemencodeerrors()
@@ -94,6 +97,30 @@ def encode_item(item: LoadRequest) -> Tuple[bytes, int, int, str]:
     return _encode_item(item)
 
 
+def give_back(out: Any, fbuf: Any, start: int, got: int, tags: Dict[int, Any]) -> None:
+    """Release the entries out[start:got] (their fields in fbuf, al_py_entry_fields')
+    and forget their tags: loads nobody will take."""
+    release = lib.asyncload_entry_release
+    for k in range(start, got):
+        tags.pop(fbuf[FIELDS * k + 2], None)
+        release(out[k])
+
+
+def drain(worker: "Worker", tags: Dict[int, Any], timeout: Optional[float] = None) -> None:
+    """Wait for the loads whose tags are the keys of ``tags`` and release them, so they
+    never surface in later gets; stops once the loader is gone or ``timeout`` passes."""
+    depth = worker.loader.queue_depth
+    out = ffi.new("asyncload_entry *[]", depth)
+    fbuf = ffi.new("uint64_t[]", FIELDS * depth)
+    while tags:
+        try:
+            got = worker._wait_into(out, min(len(tags), depth), timeout)
+        except OSError:  # LoaderClosedError, TimeoutError: nothing more will come
+            return
+        lib.al_py_entry_fields(out, got, fbuf)
+        give_back(out, fbuf, 0, got, tags)
+
+
 def fill(worker: "Worker", items: Iterable[LoadRequest], *, timeout: Optional[float] = None,
          who: str = "Worker.load()") -> Iterator[Entry]:
     """Load ``items`` through ``worker``; yield each entry (tag = item index) as it completes.
@@ -114,7 +141,7 @@ def fill(worker: "Worker", items: Iterable[LoadRequest], *, timeout: Optional[fl
     fields = lib.al_py_entry_fields
     make = worker._entry_type._from_fields
     out = ffi.new("asyncload_entry *[]", depth)
-    fbuf = ffi.new("uint64_t[]", 5 * depth)
+    fbuf = ffi.new("uint64_t[]", FIELDS * depth)
     # tags queued and not answered yet -> the path each entry reports, known
     # here already, so no entry decodes its path from shared memory
     waiting: Dict[int, str] = {}
@@ -153,9 +180,9 @@ def fill(worker: "Worker", items: Iterable[LoadRequest], *, timeout: Optional[fl
             got = handed = 0
             got = worker._wait_into(out, min(len(waiting), depth), timeout)
             fields(out, got, fbuf)
-            f = ffi.unpack(fbuf, 5 * got)
+            f = ffi.unpack(fbuf, FIELDS * got)
             while handed < got:
-                k = 5 * handed
+                k = FIELDS * handed
                 window.saw(f[k + 4], f[k + 3])
                 tag = f[k + 2]
                 path = waiting.pop(tag, None)
@@ -169,16 +196,5 @@ def fill(worker: "Worker", items: Iterable[LoadRequest], *, timeout: Optional[fl
     finally:
         # Stopped early: entries taken but not handed out, then the loads
         # still in flight, go back so they never surface in later gets.
-        if handed < got:
-            for k in range(handed, got):
-                waiting.pop(fbuf[5 * k + 2], None)
-                release(out[k])
-        while waiting:
-            try:
-                got = worker._wait_into(out, min(len(waiting), depth), timeout)
-            except OSError:  # LoaderClosedError, TimeoutError: nothing more will come
-                break
-            fields(out, got, fbuf)
-            for k in range(got):
-                waiting.pop(fbuf[5 * k + 2], None)
-                release(out[k])
+        give_back(out, fbuf, handed, got, waiting)
+        drain(worker, waiting, timeout)

@@ -15,7 +15,7 @@ import errno
 from collections import deque
 from typing import TYPE_CHECKING, Any, Deque, Dict, Iterator, List, Optional, Tuple
 
-from ._fill import Window, encode_item
+from ._fill import FIELDS, Window, drain, encode_item, give_back
 from ._lowlevel import check_error, ffi, lib
 from ._worker import Worker
 
@@ -54,19 +54,14 @@ class _Failed:
         self.exc = exc
 
 
-def drain(worker: Worker, tags: Dict[int, int]) -> None:
-    """Wait for and release the loads of ``tags``."""
-    depth = worker.loader.queue_depth
-    out = ffi.new("asyncload_entry *[]", depth)
-    while tags:
-        try:
-            got = worker._wait_into(out, min(len(tags), depth), None)
-        except OSError:
-            return  # loader gone: nothing more will come
-        for i in range(got):
-            entry = worker._entry_type(worker, out[i])
-            tags.pop(entry.tag, None)
-            entry.release()
+def _submit(wptr: Any, item: Any, tag: int) -> bool:
+    """Queue one load; False when the queue is full (EAGAIN). Raises for a bad item."""
+    raw, off, n, path = encode_item(item)
+    rc = lib.asyncload_worker_submit(wptr, raw, off, n, tag)
+    if rc == -errno.EAGAIN:
+        return False
+    check_error(rc, path)
+    return True
 
 
 def run(stream: "FileStream") -> Iterator[Any]:
@@ -115,13 +110,12 @@ def run(stream: "FileStream") -> Iterator[Any]:
 
     stream._progress = prog
     wptr = worker._handle()
-    submit = lib.asyncload_worker_submit
     release = lib.asyncload_entry_release
     fields = lib.al_py_entry_fields
     make = worker._entry_type._from_fields
     paths = stream._paths
     out = ffi.new("asyncload_entry *[]", depth)
-    fbuf = ffi.new("uint64_t[]", 5 * depth)
+    fbuf = ffi.new("uint64_t[]", FIELDS * depth)
     finished = False
     got = taken = 0  # entries of the current batch, and how many were looked at
     try:
@@ -136,13 +130,10 @@ def run(stream: "FileStream") -> Iterator[Any]:
                         full = True
                         break
                     pos = order[s]
-                    raw, off, n, path = encode_item(paths[share[pos]])
                     tag = tag_of(epoch, pos)
-                    rc = submit(wptr, raw, off, n, tag)
-                    if rc == -errno.EAGAIN:
+                    if not _submit(wptr, paths[share[pos]], tag):
                         full = True
                         break
-                    check_error(rc, path)
                     waiting[tag] = pos
                     s += 1
                     in_flight += 1
@@ -152,12 +143,9 @@ def run(stream: "FileStream") -> Iterator[Any]:
                         next_share = stream.indices(next_epoch, wid, nw)
                     while ahead.count < min(depth, len(next_share)) and in_flight < win.size:
                         pos = ahead.count
-                        raw, off, n, path = encode_item(paths[next_share[pos]])
                         tag = tag_of(next_epoch, pos)
-                        rc = submit(wptr, raw, off, n, tag)
-                        if rc == -errno.EAGAIN:
+                        if not _submit(wptr, paths[next_share[pos]], tag):
                             break
-                        check_error(rc, path)
                         ahead.waiting[tag] = pos
                         ahead.count += 1
                         in_flight += 1
@@ -183,9 +171,9 @@ def run(stream: "FileStream") -> Iterator[Any]:
             got = taken = 0
             got = worker._wait_into(out, depth, None)
             fields(out, got, fbuf)   # every entry's fields in one C call
-            f = ffi.unpack(fbuf, 5 * got)
+            f = ffi.unpack(fbuf, FIELDS * got)
             while taken < got:
-                j = 5 * taken
+                j = FIELDS * taken
                 ptr = out[taken]
                 taken += 1   # from here on the entry is released by what takes it
                 win.saw(f[j + 4], f[j + 3])
@@ -216,7 +204,5 @@ def run(stream: "FileStream") -> Iterator[Any]:
             leftover = dict(waiting)
             if ahead is not None:
                 leftover.update(ahead.waiting)
-            for t in range(taken, got):  # taken from the slot, not looked at
-                leftover.pop(fbuf[5 * t + 2], None)
-                release(out[t])
+            give_back(out, fbuf, taken, got, leftover)  # taken from the slot, not looked at
             drain(worker, leftover)

@@ -306,16 +306,13 @@ class FileDataset(_tud.Dataset):
     @property
     def async_loader(self) -> Loader:
         """The running :class:`asyncload.Loader` (started if need be)."""
-        return self._live_loader()
+        return self.start()
 
     @property
     def loader(self) -> Any:
         """The same as :attr:`async_loader` (ImageFolder gives ``loader``
         torchvision's meaning instead)."""
-        return self._live_loader()
-
-    def _live_loader(self) -> Loader:
-        return self.start()  # the running loader, started here if need be
+        return self.start()
 
     # -- pickling (spawn / forkserver workers) ----------------------------
 
@@ -324,7 +321,7 @@ class FileDataset(_tud.Dataset):
         # to this same loader instead of making one. (A dataset that reads by
         # path, ImageFolder with a custom loader=, needs none.)
         if self._reads_async:
-            self._live_loader()
+            self.start()
         state = self.__dict__.copy()
         state["_owner"] = False
         state["_slot"] = None
@@ -363,7 +360,7 @@ class FileDataset(_tud.Dataset):
         pid = os.getpid()
         if slot is not None and slot.pid == pid:
             return slot
-        loader = self._live_loader()
+        loader = self.start()
         info = _tud.get_worker_info()
         last = loader.n_workers - 1
         if self._auto_slots:
