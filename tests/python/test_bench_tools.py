@@ -109,3 +109,35 @@ def test_baselines_are_our_own_optimised_build(name: str, tmp_path: Any) -> None
     mtime = os.path.getmtime(exe)
     assert bench.build_tool(str(tmp_path), name, ["-lpthread"]) == exe
     assert os.path.getmtime(exe) == mtime
+
+
+def test_bench_entry_splits_cpu_per_file_within_each_round() -> None:
+    import bench_entry
+    rounds = [dict(plain=30.0, load_worker=10.0, load_loader=25.0, floor_worker=2.0, floor_loader=24.0),
+              dict(plain=60.0, load_worker=20.0, load_loader=50.0, floor_worker=4.0, floor_loader=48.0),
+              dict(plain=40.0, load_worker=8.0, load_loader=28.0, floor_worker=3.0, floor_loader=26.0)]
+    rows, _ = bench_entry.summarize(rounds)
+    by_name = {name: (vals, med) for name, vals, med in rows}
+    # a round twice as slow for everyone gives the same ratio: ratios are taken within rounds
+    vals, med = by_name["load: (worker + loader) ÷ plain"]
+    assert [round(v, 4) for v in vals] == [1.1667, 1.1667, 0.9]
+    assert round(med, 4) == 1.1667
+    vals, med = by_name["load - c-floor: our Python per entry, µs"]
+    assert vals == [8.0, 16.0, 5.0] and med == 8.0
+    text = bench_entry.fmt_rows(rows)
+    assert "| load: (worker + loader) ÷ plain | 1.17, 1.17, 0.90 | **1.17** |" in text
+
+
+def test_bench_entry_runs_end_to_end(tmp_path: Any) -> None:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [os.path.join(os.path.dirname(TOOLS), "python"), os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, os.path.join(TOOLS, "bench_entry.py"), "--n", "300",
+                          "--rounds", "1", "--data", str(tmp_path / "data")],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    row = next(line for line in out.stdout.splitlines() if line.startswith("| c-floor: worker"))
+    floor = float(row.rsplit("**", 2)[1])
+    row = next(line for line in out.stdout.splitlines() if line.startswith("| load: worker"))
+    load = float(row.rsplit("**", 2)[1])
+    # the C calls alone cost less than the same loads with an Entry per file
+    assert 0 < floor < load
