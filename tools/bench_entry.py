@@ -31,8 +31,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-# the window Worker.load() keeps while the loader answers from the page cache (_fill.WARM_WINDOW)
-WINDOW = 16
+from asyncload._fill import WARM_WINDOW as WINDOW  # noqa: E402  load()'s window while cached
+from bench import proc_runtime_ns  # noqa: E402  schedstat: finer than /proc/PID/stat's ticks
 
 
 def read_plain(paths):
@@ -74,7 +74,6 @@ def read_c_floor(worker, raw_paths):
 
 def timed(fn, loader_pid, n):
     """(this thread's CPU µs per file, the loader's CPU µs per file) for one pass."""
-    from bench import proc_runtime_ns  # schedstat: finer than /proc/PID/stat's clock ticks
     l0 = proc_runtime_ns(loader_pid) if loader_pid else 0
     c0 = time.thread_time_ns()
     fn()
@@ -94,10 +93,7 @@ def measure_round(worker, loader_pid, paths, raw_paths):
 
 
 def summarize(rounds):
-    """Per-round figures and their medians; ratios are taken within each round."""
-    def med(key):
-        return statistics.median(r[key] for r in rounds)
-
+    """(figure, each round's value, their median) rows; ratios are taken within each round."""
     def per_round(f):
         vals = [f(r) for r in rounds]
         return vals, statistics.median(vals)
@@ -114,7 +110,7 @@ def summarize(rounds):
         ("c-floor: (worker + loader) ÷ plain", *per_round(
             lambda r: (r["floor_worker"] + r["floor_loader"]) / r["plain"])),
     ]
-    return rows, med
+    return rows
 
 
 def fmt_rows(rows):
@@ -151,7 +147,7 @@ def main():
             print(f"round {i + 1}: plain {r['plain']:.2f}, load {r['load_worker']:.2f} + loader "
                   f"{r['load_loader']:.2f}, c-floor {r['floor_worker']:.2f} + loader "
                   f"{r['floor_loader']:.2f} µs per file", flush=True)
-    rows, _ = summarize(rounds)
+    rows = summarize(rounds)
     print(f"\n{args.n} cached files, one worker at depth 64 in this process, "
           f"{args.rounds} rounds (plain, load, c-floor back to back)\n")
     print(fmt_rows(rows))

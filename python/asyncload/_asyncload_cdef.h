@@ -111,5 +111,5 @@ const char *asyncload_strerror(int err);
  * page cache or the loader's cache, no engine round trip) of n entries in
  * one call (AL_PY_FIELDS numbers each), so a batch of completions crosses
  * into C once instead of four times a file. */
-#define AL_PY_FIELDS 5
+#define AL_PY_FIELDS ...
 void al_py_entry_fields(asyncload_entry **es, unsigned n, uint64_t *out);

@@ -39,17 +39,6 @@ _FS_ENCODING = sys.getfilesystemencoding()
 _FS_ERRORS = sys.getfilesystemencodeerrors()
 
 
-def _encode_item(item: LoadRequest) -> Tuple[bytes, int, int, str]:
-    """(path bytes, offset, length, the path as Entry.path gives it), checked; fill()
-    handles a plain str path itself, without this call."""
-    if isinstance(item, tuple):
-        path, offset, length = item
-        raw, off, n = encode_request(path, offset, length)
-    else:
-        raw, off, n = encode_request(item)
-    return raw, off, n, os.fsdecode(raw)
-
-
 class Window:
     """How many loads a queue-filling loop keeps in flight (``size``) and when
     it refills (once no more than ``low`` are in flight); fill() and
@@ -90,11 +79,17 @@ class Window:
 
 
 def encode_item(item: LoadRequest) -> Tuple[bytes, int, int, str]:
-    """(path bytes, offset, length, the path as Entry.path gives it), checked;
-    a plain str path (the common case) without encode_request's type dispatch."""
+    """(path bytes, offset, length, the path as Entry.path gives it), checked; a
+    plain str path (the common case, once per file) without encode_request's type
+    dispatch."""
     if type(item) is str and item and "\0" not in item:
         return item.encode(_FS_ENCODING, _FS_ERRORS), 0, WHOLE_FILE, item
-    return _encode_item(item)
+    if isinstance(item, tuple):
+        path, offset, length = item
+        raw, off, n = encode_request(path, offset, length)
+    else:
+        raw, off, n = encode_request(item)
+    return raw, off, n, os.fsdecode(raw)
 
 
 def give_back(out: Any, fbuf: Any, start: int, got: int, tags: Dict[int, Any]) -> None:

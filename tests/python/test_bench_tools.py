@@ -116,7 +116,7 @@ def test_bench_entry_splits_cpu_per_file_within_each_round() -> None:
     rounds = [dict(plain=30.0, load_worker=10.0, load_loader=25.0, floor_worker=2.0, floor_loader=24.0),
               dict(plain=60.0, load_worker=20.0, load_loader=50.0, floor_worker=4.0, floor_loader=48.0),
               dict(plain=40.0, load_worker=8.0, load_loader=28.0, floor_worker=3.0, floor_loader=26.0)]
-    rows, _ = bench_entry.summarize(rounds)
+    rows = bench_entry.summarize(rounds)
     by_name = {name: (vals, med) for name, vals, med in rows}
     # a round twice as slow for everyone gives the same ratio: ratios are taken within rounds
     vals, med = by_name["load: (worker + loader) ÷ plain"]
